@@ -1,0 +1,115 @@
+"""Find or create the ACME account for the configured CA, and keep it.
+
+EAB credentials are used exactly once, to create the account: managed CAs (AWS
+Certificate Manager's ACME endpoint among them) expire them soon after first use. Later
+runs use the stored account URL and key and never call newAccount with EAB again.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+from pathlib import Path
+
+import josepy as jose
+
+from .config import AcmeConfig
+from .errors import AccountError, CAError, ConfigError
+from .protocol import AcmeClient, account_key_pem_new, load_account_key
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+def open_client(acme: AcmeConfig, store: Store) -> AcmeClient:
+    """A client bound to the stored account, creating the account when there is none."""
+    bundle = str(acme.ca_bundle) if acme.ca_bundle else None
+    stored = store.load_account(acme.directory)
+    if stored is not None:
+        key = _load_key(stored.key_pem, store, acme.directory)
+        return AcmeClient(acme.directory, key, ca_bundle=bundle, account_uri=stored.uri)
+    key_pem = store.load_account_key(acme.directory)
+    if key_pem is None:
+        # Save the key before newAccount, so a crash right after cannot orphan an account.
+        jwk = account_key_pem_new()
+        key_pem = jwk.key.private_bytes(*_pem_args())
+        store.save_account_key(acme.directory, key_pem)
+        client = AcmeClient(acme.directory, jwk, ca_bundle=bundle)
+    else:
+        client = AcmeClient(
+            acme.directory, _load_key(key_pem, store, acme.directory), ca_bundle=bundle
+        )
+        uri = _find_existing(client)
+        if uri is not None:
+            store.save_account(acme.directory, uri)
+            return client
+    uri = client.register(acme.email, _eab_credentials(acme, client))
+    store.save_account(acme.directory, uri)
+    log.info("registered ACME account %s", uri)
+    return client
+
+
+def _find_existing(client: AcmeClient) -> str | None:
+    """An account the CA already has for this key (a crash after newAccount), or None."""
+    try:
+        return client.find_account()
+    except CAError as err:
+        if err.problem_type == "accountDoesNotExist":
+            return None
+        raise
+
+
+def _pem_args() -> tuple[object, object, object]:
+    from cryptography.hazmat.primitives import serialization
+
+    return (
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _load_key(pem: bytes, store: Store, directory: str) -> jose.JWK:
+    try:
+        return load_account_key(pem)
+    except (ValueError, TypeError):
+        folder = store.account_dir(directory)
+        raise AccountError(
+            f"{folder}/private_key.pem: not a readable private key; move the folder away and "
+            "register again"
+        ) from None
+
+
+def _eab_credentials(acme: AcmeConfig, client: AcmeClient) -> tuple[str, str] | None:
+    """The EAB pair for a new account, or None when the CA does not want one."""
+    if acme.eab_kid is None:
+        if client.requires_eab():
+            raise ConfigError(
+                f"{acme.directory} requires External Account Binding: set [acme] eab_kid and "
+                "eab_hmac_key_file to the credentials your CA issued"
+            )
+        return None
+    if acme.eab_hmac_key is not None:
+        return acme.eab_kid, acme.eab_hmac_key.strip()
+    if acme.eab_hmac_key_file is None:
+        raise ConfigError(
+            "[acme] eab_hmac_key_file: needed to create the ACME account (eab_kid is set)"
+        )
+    return acme.eab_kid, read_secret_file(acme.eab_hmac_key_file, "[acme] eab_hmac_key_file")
+
+
+def read_secret_file(path: Path, field: str) -> str:
+    try:
+        info = path.stat()
+        text = path.read_text().strip()
+    except OSError as err:
+        raise ConfigError(
+            f"{field}: cannot read {path} ({err.strerror}); it is needed to create the ACME account"
+        ) from None
+    if info.st_mode & stat.S_IWOTH:
+        raise ConfigError(f"{field}: {path} is writable by every user; fix with: chmod 600 {path}")
+    if info.st_mode & stat.S_IROTH:
+        log.warning("%s: %s is readable by every user; consider chmod 600", field, path)
+    if not text:
+        raise ConfigError(f"{field}: {path} is empty")
+    return text

@@ -1,0 +1,154 @@
+"""Command line: parse arguments, build objects, report. No certificate logic here."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, load, resolve_config_path
+from .errors import EXIT_FAILED, EXIT_OK, AgentError
+
+log = logging.getLogger("acme-agent")
+
+DESCRIPTION = """\
+An ACME (RFC 8555) certificate agent: registers with your CA (with External Account
+Binding when the CA asks for it), obtains certificates over HTTP-01 and keeps them renewed.
+Certificates land in <state_dir>/live/<name>/{cert,chain,fullchain,privkey}.pem."""
+
+EPILOG = f"""\
+configuration: --config PATH, else ${CONFIG_ENV}, else {DEFAULT_CONFIG_PATH}
+exit codes: 0 all fine, 1 some certificate failed, 2 bad usage or configuration"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="acme-agent",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="PATH", help="configuration file (TOML)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv: protocol debugging)"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="log errors only")
+    parser.add_argument("--version", action="version", version=f"acme-agent {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    renew = commands.add_parser(
+        "renew",
+        help="obtain missing certificates and renew those that are due",
+        description="Obtain missing certificates and renew those that are due (less than a "
+        "third of their lifetime left, half for certificates of 10 days or less). Certificates "
+        "whose domains or key type changed in the configuration are reissued.",
+    )
+    renew.add_argument("--force", action="store_true", help="renew even if not due")
+    renew.add_argument(
+        "--cert",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="only this certificate (repeatable)",
+    )
+
+    commands.add_parser(
+        "register",
+        help="create or find the ACME account and print its URL",
+        description="Create the ACME account (using EAB credentials if configured) or find the "
+        "stored one, and print its URL. EAB credentials are used only once.",
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the whole job against a local pebble CA on loopback",
+        description="Start a local pebble ACME CA on 127.0.0.1 (EAB required), write a "
+        "configuration for it, obtain a certificate and show it. Needs the Debian package "
+        "'pebble'. Touches only loopback and DIR.",
+    )
+    demo.add_argument(
+        "--dir", default="acme-agent-demo", help="working directory (default: %(default)s)"
+    )
+    return parser
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # The acme library logs whole JWS bodies at DEBUG; only -vv shows them.
+    logging.getLogger("acme").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    os.umask(0o077)  # nothing we create is for other users unless we chmod it so
+    try:
+        return run_command(args)
+    except AgentError as err:
+        log.error("%s", err)
+        return err.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+
+
+def run_command(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.dir)
+    config = load(resolve_config_path(args.config))
+    if args.command == "register":
+        return cmd_register(config)
+    return cmd_renew(config, args.cert, args.force)
+
+
+def cmd_register(config: Config) -> int:
+    from .account import open_client
+    from .store import Store
+
+    client = open_client(config.acme, Store(config.state_dir))
+    print(client.account_uri)
+    return EXIT_OK
+
+
+def cmd_renew(config: Config, names: list[str], force: bool) -> int:
+    from .renewer import Renewer
+
+    renewer = Renewer(config)
+    certs = renewer.select(names)
+    if not certs:
+        log.warning("%s: no certificates configured", config.path)
+        return EXIT_OK
+    outcomes = renewer.run(certs, force=force)
+    for outcome in outcomes:
+        line = f"{outcome.name}: {outcome.status}"
+        if outcome.status == "issued":
+            line += f" ({outcome.detail}); valid until {outcome.not_after:%Y-%m-%d %H:%M} UTC"
+            line += f"; {outcome.live_dir}"
+        elif outcome.status == "unchanged":
+            line += f"; valid until {outcome.not_after:%Y-%m-%d %H:%M} UTC"
+        else:
+            line += f": {outcome.detail}"
+        print(line)
+    failed = sum(o.failed for o in outcomes)
+    issued = sum(o.status == "issued" for o in outcomes)
+    print(
+        f"{len(outcomes)} certificates: {issued} issued, {failed} failed, "
+        f"{len(outcomes) - issued - failed} unchanged"
+    )
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

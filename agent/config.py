@@ -1,0 +1,298 @@
+"""Load and validate the TOML configuration once, into frozen, typed objects.
+
+Every problem becomes a :class:`ConfigError` naming the file, the field and what is
+wrong, e.g. ``agent.toml: certificate[2].domains[0]: "a..b" is not a valid domain name``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "/etc/acme-agent/agent.toml"
+CONFIG_ENV = "ACME_AGENT_CONFIG"
+DEFAULT_STATE_DIR = "/var/lib/acme-agent"
+# AWS Certificate Manager documents up to 2 minutes per issuance; 5 minutes leaves room.
+DEFAULT_ISSUANCE_TIMEOUT = 300.0
+KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
+DEFAULT_KEY_TYPE = "ec-p256"
+HTTP01_MODES = ("standalone", "webroot", "none")
+# A certificate name becomes a directory name under live/ and archive/.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+@dataclass(frozen=True)
+class AcmeConfig:
+    directory: str
+    email: str | None = None
+    eab_kid: str | None = None
+    # The HMAC key itself never appears in repr() or logs.
+    eab_hmac_key: str | None = field(default=None, repr=False)
+    eab_hmac_key_file: Path | None = None
+    ca_bundle: Path | None = None
+    issuance_timeout: float = DEFAULT_ISSUANCE_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Http01Config:
+    mode: str = "standalone"
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 80
+    webroot: Path | None = None
+
+
+@dataclass(frozen=True)
+class CertificateConfig:
+    name: str
+    domains: tuple[str, ...]
+    key_type: str = DEFAULT_KEY_TYPE
+    source: str = ""  # "file: field" prefix for messages about this certificate
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    state_dir: Path
+    acme: AcmeConfig
+    http01: Http01Config
+    certificates: tuple[CertificateConfig, ...]
+
+    def certificate(self, name: str) -> CertificateConfig | None:
+        return next((c for c in self.certificates if c.name == name), None)
+
+
+class _Table:
+    """A TOML table being validated: typed getters that report ``file: field``."""
+
+    def __init__(self, data: dict[str, Any], where: str, prefix: str) -> None:
+        self.data = data
+        self.where = where
+        self.prefix = prefix
+        self.seen: set[str] = set()
+
+    def field_name(self, key: str) -> str:
+        return f"{self.prefix}{key}" if self.prefix else key
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.where}: {self.field_name(key)}: {problem}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        self.seen.add(key)
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) and kind is not bool:
+            raise self.error(key, f"expected {_kind_name(kind)}, got a boolean")
+        if not isinstance(value, kind):
+            raise self.error(key, f"expected {_kind_name(kind)}, got {type(value).__name__}")
+        return value
+
+    def require(self, key: str, kind: type | tuple[type, ...]) -> Any:
+        value = self.get(key, kind)
+        if value is None:
+            raise self.error(key, "is required")
+        return value
+
+    def text(self, key: str, default: str | None = None) -> str | None:
+        value = self.get(key, str, default)
+        if value is not None and not value.strip():
+            raise self.error(key, "must not be empty")
+        return value
+
+    def table(self, key: str) -> _Table:
+        value = self.get(key, dict, {})
+        return _Table(value, self.where, f"{self.field_name(key)}.")
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            raise self.error(unknown[0], "unknown key (check the spelling; see agent.example.toml)")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    names.update({list: "a list", dict: "a table"})
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def resolve_config_path(cli_value: str | None) -> Path:
+    """``--config`` wins, then ``$ACME_AGENT_CONFIG``, then the default path."""
+    return Path(cli_value or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def load(path: Path) -> Config:
+    data = _read_toml(path)
+    where = str(path)
+    top = _Table(data, where, "")
+    state_dir = Path(top.text("state_dir", DEFAULT_STATE_DIR) or DEFAULT_STATE_DIR)
+    acme = _parse_acme(top.table("acme"), path.parent)
+    http01 = _parse_http01(top.table("http01"), path.parent)
+    entries = top.get("certificate", list, [])
+    top.finish()
+    certificates = tuple(
+        parse_certificate(entry, where, f"certificate[{i}].") for i, entry in enumerate(entries)
+    )
+    _check_certificates(certificates, http01, where)
+    return Config(path, _relative_to(state_dir, path.parent), acme, http01, certificates)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        info = path.stat()
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such configuration file (pass --config PATH or set {CONFIG_ENV}; "
+            "config/agent.example.toml is a commented starting point)"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    if info.st_mode & stat.S_IWOTH:
+        raise ConfigError(
+            f"{path}: is writable by every user, so anyone could change where keys go; "
+            f"fix with: chmod o-w {path}"
+        )
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from None
+
+
+def _relative_to(value: Path, base: Path) -> Path:
+    """Relative paths in the config are relative to the config file's directory."""
+    return value if value.is_absolute() else (base / value)
+
+
+def _parse_acme(table: _Table, base: Path) -> AcmeConfig:
+    directory = table.require("directory", str)
+    if not directory.startswith("https://"):
+        raise table.error("directory", f"{directory!r} must be an https:// URL")
+    email = table.text("email")
+    if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+        raise table.error("email", f"{email!r} is not an e-mail address")
+    eab_kid = table.text("eab_kid")
+    eab_key = table.text("eab_hmac_key")
+    eab_file = table.text("eab_hmac_key_file")
+    if eab_key is not None and eab_file is not None:
+        raise table.error("eab_hmac_key", "set eab_hmac_key or eab_hmac_key_file, not both")
+    if (eab_key is not None or eab_file is not None) and eab_kid is None:
+        raise table.error("eab_kid", "is required when an EAB HMAC key is configured")
+    bundle = table.text("ca_bundle")
+    timeout = table.get("issuance_timeout", (int, float), DEFAULT_ISSUANCE_TIMEOUT)
+    if not 1 <= timeout <= 86400:
+        raise table.error("issuance_timeout", f"{timeout} must be between 1 and 86400 seconds")
+    table.finish()
+    return AcmeConfig(
+        directory=directory,
+        email=email,
+        eab_kid=eab_kid,
+        eab_hmac_key=eab_key,
+        eab_hmac_key_file=_relative_to(Path(eab_file), base) if eab_file else None,
+        ca_bundle=_relative_to(Path(bundle), base) if bundle else None,
+        issuance_timeout=float(timeout),
+    )
+
+
+def _parse_http01(table: _Table, base: Path) -> Http01Config:
+    mode = table.get("mode", str, "standalone")
+    if mode not in HTTP01_MODES:
+        raise table.error("mode", f"{mode!r} is not one of {', '.join(HTTP01_MODES)}")
+    listen = table.text("listen", "0.0.0.0:80") or "0.0.0.0:80"
+    host, port = parse_listen(listen, table)
+    webroot = table.text("webroot")
+    if mode == "webroot" and webroot is None:
+        raise table.error("webroot", 'is required with mode = "webroot"')
+    table.finish()
+    return Http01Config(mode, host, port, _relative_to(Path(webroot), base) if webroot else None)
+
+
+def parse_listen(listen: str, table: _Table) -> tuple[str, int]:
+    host, sep, port_text = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        port = int(port_text)
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise table.error(
+            "listen", f"{listen!r} must be ADDRESS:PORT, e.g. 0.0.0.0:80 or [::]:80"
+        ) from None
+    if not sep or not 1 <= port <= 65535:
+        raise table.error("listen", f"{listen!r}: port must be 1-65535")
+    return host, port
+
+
+def parse_certificate(entry: Any, where: str, prefix: str) -> CertificateConfig:
+    """One ``[[certificate]]`` table (also the whole of a file in ``certs_dir``)."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.')}: expected a table")
+    table = _Table(entry, where, prefix)
+    name = table.require("name", str)
+    if not _NAME_RE.match(name):
+        raise table.error(
+            "name", f"{name!r} must be 1-64 letters, digits, '.', '_' or '-' (it names a directory)"
+        )
+    raw_domains = table.require("domains", list)
+    if not raw_domains:
+        raise table.error("domains", "must list at least one domain")
+    domains: list[str] = []
+    for i, value in enumerate(raw_domains):
+        domain = check_domain(value, table, f"domains[{i}]")
+        if domain in domains:
+            raise table.error(f"domains[{i}]", f"{domain!r} is listed twice")
+        domains.append(domain)
+    key_type = table.get("key_type", str, DEFAULT_KEY_TYPE)
+    if key_type not in KEY_TYPES:
+        raise table.error("key_type", f"{key_type!r} is not one of {', '.join(KEY_TYPES)}")
+    table.finish()
+    source = f"{where}: {prefix.rstrip('.')}"
+    return CertificateConfig(name, tuple(domains), key_type, source)
+
+
+def check_domain(value: Any, table: _Table, key: str) -> str:
+    if not isinstance(value, str):
+        raise table.error(key, f"expected a string, got {type(value).__name__}")
+    domain = value.strip().lower().rstrip(".")
+    try:
+        ipaddress.ip_address(domain)
+        raise table.error(key, f"{value!r}: IP address identifiers are not supported")
+    except ValueError:
+        pass
+    if not domain.isascii():
+        raise table.error(key, f"{value!r}: write internationalised names in xn-- (A-label) form")
+    labels = domain.split(".")
+    bare = labels[1:] if labels[0] == "*" else labels
+    if len(domain) > 253 or len(bare) < 2 or not all(_LABEL_RE.match(lab) for lab in bare):
+        raise table.error(key, f"{value!r} is not a valid domain name")
+    return domain
+
+
+def _check_certificates(
+    certs: tuple[CertificateConfig, ...], http01: Http01Config, where: str
+) -> None:
+    names: set[str] = set()
+    for i, cert in enumerate(certs):
+        if cert.name in names:
+            raise ConfigError(f"{where}: certificate[{i}].name: {cert.name!r} is used twice")
+        names.add(cert.name)
+        check_wildcards(cert, http01)
+
+
+def check_wildcards(cert: CertificateConfig, http01: Http01Config) -> None:
+    for domain in cert.domains:
+        if domain.startswith("*.") and http01.mode != "none":
+            raise ConfigError(
+                f"{cert.source}.domains: {domain!r}: a wildcard cannot be validated over HTTP-01; "
+                'use a CA that pre-approves the domain with [http01] mode = "none"'
+            )

@@ -1,0 +1,181 @@
+"""Obtain one certificate: key, CSR, order, challenges, finalize, download, check.
+
+No disk writes (the solver may write token files): the result is handed to the store.
+The clock and the sleep are parameters so tests can drive the polling without waiting.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import keys
+from .config import CertificateConfig
+from .errors import CAError, IssuanceError
+from .http01 import Solver
+from .protocol import AcmeClient, Authorization, OrderState
+
+log = logging.getLogger(__name__)
+
+# Polling: start tight (a fast CA validates in tens of milliseconds), grow, stay polite.
+FIRST_POLL_INTERVAL = 0.02
+POLL_GROWTH = 1.5
+MAX_POLL_INTERVAL = 2.0
+# Never wait longer than this for one Retry-After, whatever the CA says.
+MAX_RETRY_AFTER = 60.0
+
+
+@dataclass(frozen=True)
+class Issued:
+    key_pem: bytes
+    chain: keys.IssuedChain
+    order_url: str
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """Seconds to wait per a Retry-After header (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+class Poller:
+    """Short, growing intervals; Retry-After honoured; never past the deadline."""
+
+    def __init__(
+        self,
+        deadline: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.deadline = deadline
+        self.clock = clock
+        self.sleep = sleep
+        self.wall = wall
+        self.interval = FIRST_POLL_INTERVAL
+
+    def expired(self) -> bool:
+        return self.clock() >= self.deadline
+
+    def wait(self, retry_after: str | None = None) -> None:
+        asked = retry_after_seconds(retry_after, self.wall())
+        delay = min(asked, MAX_RETRY_AFTER) if asked is not None else self.interval
+        self.interval = min(self.interval * POLL_GROWTH, MAX_POLL_INTERVAL)
+        self.sleep(max(0.0, min(delay, self.deadline - self.clock())))
+
+
+class Issuer:
+    def __init__(
+        self,
+        client: AcmeClient,
+        solver: Solver,
+        issuance_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.solver = solver
+        self.timeout = issuance_timeout
+        self.clock = clock
+        self.sleep = sleep
+
+    def obtain(self, cert: CertificateConfig) -> Issued:
+        key = keys.generate_key(cert.key_type)
+        csr = keys.make_csr(key, cert.domains)
+        poller = Poller(self.clock() + self.timeout, self.clock, self.sleep)
+        order = self.client.new_order(csr, cert.name)
+        log.debug("%s: order %s is %s", cert.name, order.url, order.status)
+        authzs = [self.client.authorization(url, cert.name) for url in order.authorizations]
+        self._validate(cert, authzs, poller)
+        order = self._finalize(cert, order, csr, poller)
+        assert order.certificate is not None
+        chain = keys.split_chain(self.client.download(order.certificate, cert.name), cert.name)
+        keys.check_issued(chain, key, cert.domains, cert.name)
+        return Issued(keys.key_to_pem(key), chain, order.url)
+
+    def _validate(
+        self, cert: CertificateConfig, authzs: list[Authorization], poller: Poller
+    ) -> None:
+        for authz in authzs:
+            if authz.status not in ("pending", "valid"):
+                raise _authz_failed(cert, authz)
+        pending = [a for a in authzs if a.status == "pending"]
+        if not pending:
+            log.debug("%s: every authorization is already valid; no challenge", cert.name)
+            return
+        for authz in pending:
+            if authz.http01 is None:
+                raise IssuanceError(
+                    f"{cert.name}: the CA offers no HTTP-01 challenge for {authz.domain}; "
+                    "pre-approve the domain on the CA or use a CA that offers HTTP-01"
+                )
+        self.solver.present([a.http01 for a in pending if a.http01 is not None])
+        try:
+            for authz in pending:
+                assert authz.http01 is not None
+                self.client.answer(authz.http01, cert.name)
+            for authz in pending:
+                self._await_authorization(cert, authz, poller)
+        finally:
+            self.solver.cleanup()
+
+    def _await_authorization(
+        self, cert: CertificateConfig, authz: Authorization, poller: Poller
+    ) -> None:
+        while True:
+            current = self.client.authorization(authz.url, cert.name)
+            if current.status == "valid":
+                return
+            if current.status != "pending":
+                raise _authz_failed(cert, current)
+            if poller.expired():
+                raise _timeout(cert, authz.url, "pending", self.timeout)
+            poller.wait()
+
+    def _finalize(
+        self, cert: CertificateConfig, order: OrderState, csr: bytes, poller: Poller
+    ) -> OrderState:
+        finalized = False
+        while True:
+            if order.status == "valid" and order.certificate:
+                return order
+            if order.status == "invalid":
+                reason = order.error or "no reason given"
+                raise IssuanceError(
+                    f"{cert.name}: the CA marked order {order.url} invalid: {reason}"
+                )
+            if order.status == "ready" and not finalized:
+                order = self.client.finalize(order, csr, cert.name)
+                finalized = True
+                continue
+            if poller.expired():
+                raise _timeout(cert, order.url, order.status, self.timeout)
+            poller.wait(order.retry_after)
+            order = self.client.order(order.url, cert.name)
+
+
+def _authz_failed(cert: CertificateConfig, authz: Authorization) -> IssuanceError:
+    reason = authz.error or "no reason given"
+    return IssuanceError(
+        f"{cert.name}: validation of {authz.domain} failed ({authz.status}): {reason}"
+    )
+
+
+def _timeout(cert: CertificateConfig, url: str, status: str, timeout: float) -> CAError:
+    return CAError(
+        f"{cert.name}: order {url} is still {status} after {timeout:.0f} s "
+        "([acme] issuance_timeout); the CA may be slow: try again later or raise the timeout",
+        retryable=True,
+        problem_type="timeout",
+    )

@@ -1,0 +1,125 @@
+"""Private keys, CSRs and certificate checks (pure functions over bytes, no disk)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from .errors import IssuanceError
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+_CURVES: dict[str, ec.EllipticCurve] = {"ec-p256": ec.SECP256R1(), "ec-p384": ec.SECP384R1()}
+_PEM_CERT_RE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+def generate_key(key_type: str) -> PrivateKey:
+    if key_type in _CURVES:
+        return ec.generate_private_key(_CURVES[key_type])
+    bits = int(key_type.removeprefix("rsa-"))
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def key_to_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def load_key_pem(data: bytes) -> PrivateKey:
+    key = serialization.load_pem_private_key(data, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ValueError("unsupported key type")
+    return key
+
+
+def key_type_of(key: PrivateKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey) -> str:
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        return {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}.get(key.curve.name, key.curve.name)
+    return f"rsa-{key.key_size}"
+
+
+def make_csr(key: PrivateKey, domains: tuple[str, ...]) -> bytes:
+    """A CSR carrying every domain as a SAN (the first one also as the CN)."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domains[0])])
+        if len(domains[0]) <= 64
+        else x509.Name([])
+    )
+    builder = builder.add_extension(
+        x509.SubjectAlternativeName([x509.DNSName(d) for d in domains]), critical=False
+    )
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(frozen=True)
+class IssuedChain:
+    """A checked certificate chain as the CA sent it, split for the PEM files."""
+
+    cert_pem: bytes
+    chain_pem: bytes
+    cert: x509.Certificate
+
+    @property
+    def fullchain_pem(self) -> bytes:
+        return self.cert_pem + self.chain_pem
+
+
+def split_chain(fullchain: bytes, where: str) -> IssuedChain:
+    """Parse every PEM block; refuse anything that is not a well-formed chain."""
+    blocks = _PEM_CERT_RE.findall(fullchain)
+    if not blocks:
+        raise IssuanceError(f"{where}: the CA sent no PEM certificate")
+    certs: list[x509.Certificate] = []
+    for block in blocks:
+        try:
+            certs.append(x509.load_pem_x509_certificate(block))
+        except ValueError as err:
+            raise IssuanceError(f"{where}: the CA sent a broken certificate: {err}") from None
+    pems = [c.public_bytes(serialization.Encoding.PEM) for c in certs]
+    return IssuedChain(pems[0], b"".join(pems[1:]), certs[0])
+
+
+def dns_names(cert: x509.Certificate) -> set[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {name.lower() for name in san.get_values_for_type(x509.DNSName)}
+
+
+def public_key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    ours = key.public_key().public_bytes(serialization.Encoding.DER, spki)
+    theirs = cert.public_key().public_bytes(serialization.Encoding.DER, spki)
+    return ours == theirs
+
+
+def check_issued(chain: IssuedChain, key: PrivateKey, domains: tuple[str, ...], where: str) -> None:
+    """The certificate must carry our key and exactly the requested names."""
+    if not public_key_matches(chain.cert, key):
+        raise IssuanceError(f"{where}: the CA returned a certificate for another key; not used")
+    got, want = dns_names(chain.cert), {d.lower() for d in domains}
+    if got != want:
+        raise IssuanceError(
+            f"{where}: the CA returned a certificate for {sorted(got)} instead of {sorted(want)}; "
+            "not used"
+        )
+
+
+def not_before(cert: x509.Certificate) -> datetime:
+    return cert.not_valid_before_utc
+
+
+def not_after(cert: x509.Certificate) -> datetime:
+    return cert.not_valid_after_utc

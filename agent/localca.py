@@ -1,0 +1,257 @@
+"""A local pebble ACME CA on loopback, for the demo, the tests and the benchmarks.
+
+Everything listens on 127.0.0.1 only and names resolve to 127.0.0.1 through
+pebble-challtestsrv, so nothing here ever talks to another address.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import secrets
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+LOOPBACK = "127.0.0.1"
+# How long pebble may take to answer its directory after start (it is ready in ~0.1 s).
+START_TIMEOUT = 20.0
+
+
+class LocalCAError(RuntimeError):
+    """pebble could not be started; the message says what to install or check."""
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def _write_tls_material(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway root and a server certificate for pebble's own HTTPS listener."""
+    now = datetime.datetime.now(datetime.UTC)
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acme-agent local CA TLS root")])
+    root = (
+        x509.CertificateBuilder()
+        .subject_name(root_name)
+        .issuer_name(root_name)
+        .public_key(root_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(root_key, hashes.SHA256())
+    )
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    import ipaddress
+
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(root_name)
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address("::1")),
+                ]
+            ),
+            critical=False,
+        )
+        .sign(root_key, hashes.SHA256())
+    )
+    ca_path = directory / "tls-ca.pem"
+    cert_path = directory / "tls-cert.pem"
+    key_path = directory / "tls-key.pem"
+    ca_path.write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return ca_path, cert_path, key_path
+
+
+@dataclass
+class LocalCA:
+    """One pebble (plus pebble-challtestsrv as its DNS) in ``workdir``.
+
+    ``http_port`` is where pebble sends HTTP-01 validation requests; point the agent's
+    standalone responder (or nginx) at it.
+    """
+
+    workdir: Path
+    eab_required: bool = True
+    validity_seconds: int = 90 * 24 * 3600
+    blocklist: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    http_port: int = 0
+    eab_kid: str = "kid-1"
+    eab_hmac_key: str = ""
+    ca_bundle: Path = Path()
+    directory_url: str = ""
+    _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+    _management_url: str = ""
+
+    def start(self) -> LocalCA:
+        for binary in ("pebble", "pebble-challtestsrv"):
+            if shutil.which(binary) is None:
+                raise LocalCAError(
+                    f"{binary} is not installed: run 'apt-get install pebble' "
+                    "(or the README's set-up command)"
+                )
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.http_port = self.http_port or free_port()
+        if not self.eab_hmac_key:
+            raw = secrets.token_bytes(32)
+            self.eab_hmac_key = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        self.ca_bundle, cert, key = _write_tls_material(self.workdir)
+        dns_port, listen_port, mgmt_port = free_port(), free_port(), free_port()
+        self._start_dns(dns_port)
+        self._write_config(cert, key, listen_port, mgmt_port)
+        self._start_pebble(dns_port)
+        self.directory_url = f"https://{LOOPBACK}:{listen_port}/dir"
+        self._management_url = f"https://{LOOPBACK}:{mgmt_port}"
+        self._wait_ready()
+        return self
+
+    def _start_dns(self, dns_port: int) -> None:
+        argv = [
+            "pebble-challtestsrv",
+            "-defaultIPv4",
+            LOOPBACK,
+            "-defaultIPv6",
+            "",
+            "-dns01",
+            f"{LOOPBACK}:{dns_port}",
+            "-http01",
+            "",
+            "-https01",
+            "",
+            "-tlsalpn01",
+            "",
+            "-management",
+            f"{LOOPBACK}:{free_port()}",
+        ]
+        self._spawn(argv, "challtestsrv.log", {})
+
+    def _write_config(self, cert: Path, key: Path, listen_port: int, mgmt_port: int) -> None:
+        config = {
+            "pebble": {
+                "listenAddress": f"{LOOPBACK}:{listen_port}",
+                "managementListenAddress": f"{LOOPBACK}:{mgmt_port}",
+                "certificate": str(cert),
+                "privateKey": str(key),
+                "httpPort": self.http_port,
+                "tlsPort": free_port(),
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": self.eab_required,
+                "externalAccountMACKeys": {self.eab_kid: self.eab_hmac_key},
+                "domainBlocklist": self.blocklist,
+                "certificateValidityPeriod": self.validity_seconds,
+            }
+        }
+        path = self.workdir / "pebble-config.json"
+        path.write_text(json.dumps(config, indent=2))
+        path.chmod(0o600)
+
+    def _start_pebble(self, dns_port: int) -> None:
+        env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", **self.env}
+        argv = [
+            "pebble",
+            "-config",
+            str(self.workdir / "pebble-config.json"),
+            "-dnsserver",
+            f"{LOOPBACK}:{dns_port}",
+        ]
+        self._spawn(argv, "pebble.log", env)
+
+    def _spawn(self, argv: list[str], log_name: str, env: dict[str, str]) -> None:
+        log = open(self.workdir / log_name, "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.workdir,
+            env={**os.environ, **env},
+        )
+        log.close()
+        self._procs.append(proc)
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_bundle))
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            for proc in self._procs:
+                if proc.poll() is not None:
+                    self.stop()
+                    raise LocalCAError(
+                        f"{proc.args[0]} exited with {proc.returncode}; see {self.workdir}"
+                    )
+            try:
+                with urllib.request.urlopen(
+                    self.directory_url, context=self._ssl_context(), timeout=2
+                ):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise LocalCAError(
+                        f"pebble did not answer within {START_TIMEOUT:.0f} s"
+                    ) from None
+                time.sleep(0.05)
+
+    def root_pem(self) -> bytes:
+        """The root that signs issued certificates (new at every pebble start)."""
+        url = f"{self._management_url}/roots/0"
+        with urllib.request.urlopen(url, context=self._ssl_context(), timeout=5) as response:
+            return bytes(response.read())
+
+    def log_text(self) -> str:
+        path = self.workdir / "pebble.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._procs.clear()
+
+    def __enter__(self) -> LocalCA:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,150 @@
+"""Policy, then protocol, then store, for each certificate. Shared by ``renew`` and the daemon.
+
+One certificate's failure never stops the others; each outcome is reported separately.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import policy
+from .config import CertificateConfig, Config
+from .errors import AccountError, AgentError, ConfigError
+from .store import LiveCertificate, Store
+
+if TYPE_CHECKING:
+    from .http01 import Solver
+    from .protocol import AcmeClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    status: str  # "issued", "unchanged" or "failed"
+    detail: str
+    live_dir: Path | None = None
+    not_after: datetime | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+def facts(current: LiveCertificate | None) -> policy.CertFacts | None:
+    if current is None:
+        return None
+    return policy.CertFacts(
+        domains=current.domains,
+        key_type=current.key_type,
+        not_before=current.cert.not_valid_before_utc,
+        not_after=current.cert.not_valid_after_utc,
+    )
+
+
+def make_solver(config: Config) -> Solver:
+    from .http01 import NoSolver, StandaloneSolver, WebrootSolver
+
+    http01 = config.http01
+    if http01.mode == "webroot":
+        assert http01.webroot is not None
+        return WebrootSolver(http01.webroot)
+    if http01.mode == "none":
+        return NoSolver()
+    return StandaloneSolver(http01.listen_host, http01.listen_port)
+
+
+class Renewer:
+    """Runs the certificates of one configuration; the ACME client is opened lazily."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.store = Store(config.state_dir)
+        self.clock = clock
+        self._client: AcmeClient | None = None
+        self._client_error: AgentError | None = None
+
+    def client(self) -> AcmeClient:
+        """The account-bound client; protocol modules are imported only when needed."""
+        if self._client_error is not None:
+            raise self._client_error  # one failed registration per run, not one per certificate
+        if self._client is None:
+            from .account import open_client
+
+            try:
+                self._client = open_client(self.config.acme, self.store)
+            except AgentError as err:
+                self._client_error = err
+                raise
+        return self._client
+
+    def select(self, names: Iterable[str]) -> list[CertificateConfig]:
+        wanted = list(dict.fromkeys(names))
+        unknown = [n for n in wanted if self.config.certificate(n) is None]
+        if unknown:
+            known = ", ".join(c.name for c in self.config.certificates) or "none"
+            raise ConfigError(
+                f"{self.config.path}: no certificate named {unknown[0]!r} (configured: {known})"
+            )
+        if not wanted:
+            return list(self.config.certificates)
+        return [c for c in self.config.certificates if c.name in wanted]
+
+    def run(self, certs: list[CertificateConfig], *, force: bool = False) -> list[Outcome]:
+        outcomes = []
+        for cert in certs:
+            outcome = self.process(cert, force=force)
+            outcomes.append(outcome)
+        return outcomes
+
+    def process(self, cert: CertificateConfig, *, force: bool = False) -> Outcome:
+        try:
+            with self.store.lock(cert.name):
+                return self._process_locked(cert, force)
+        except (ConfigError, AccountError):
+            raise  # the whole run is misconfigured (e.g. EAB): stop, exit 2
+        except AgentError as err:
+            log.error("%s", err)
+            return Outcome(cert.name, "failed", str(err))
+
+    def _process_locked(self, cert: CertificateConfig, force: bool) -> Outcome:
+        current = self.store.current(cert.name)
+        reason = policy.due_reason(
+            cert.domains, cert.key_type, facts(current), self.clock(), force=force
+        )
+        live = self.store.live_dir(cert.name)
+        if reason is None:
+            assert current is not None
+            return Outcome(
+                cert.name, "unchanged", "not due", live, current.cert.not_valid_after_utc
+            )
+        log.info(
+            "%s: obtaining a certificate for %s (%s)", cert.name, ", ".join(cert.domains), reason
+        )
+        from .issuer import Issuer
+
+        client = self.client()
+        issuer = Issuer(client, make_solver(self.config), self.config.acme.issuance_timeout)
+        issued = issuer.obtain(cert)
+        folder = self.store.install(cert.name, issued.key_pem, issued.chain)
+        not_after = issued.chain.cert.not_valid_after_utc
+        serial = f"{issued.chain.cert.serial_number:x}"
+        log.info(
+            "%s: installed serial %s, valid until %s (%s)",
+            cert.name,
+            serial,
+            not_after.isoformat(),
+            folder,
+        )
+        return Outcome(cert.name, "issued", reason, live, not_after)

@@ -1,0 +1,243 @@
+"""Account and certificate state under ``state_dir``.
+
+Layout::
+
+    state_dir/                      0700
+      accounts/<ca-id>/account.json   account URL and the directory it belongs to
+      accounts/<ca-id>/private_key.pem  0600, the account key (EC P-256)
+      archive/<name>/<NNNN>/          one directory per issuance: cert.pem chain.pem
+                                      fullchain.pem privkey.pem (0600)
+      live/<name> -> ../archive/<name>/<NNNN>   symlink, swapped atomically
+      locks/<name>.lock               flock per certificate (a crash cannot leave it stale)
+
+Contract: every file is written to a temporary name in its final directory, fsynced and
+renamed, so a crash leaves either the old content or the new. An issuance directory is
+complete before ``live/<name>`` is pointed at it with one ``rename(2)`` of a symlink, so a
+reader that resolves ``live/<name>`` once sees a key and a certificate of the same issuance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography import x509
+
+from . import keys
+from .errors import StoreError
+
+PEM_FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
+_VERSION_RE = re.compile(r"^\d{4,}$")
+_TMP_PREFIX = ".tmp-"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _describe(err: OSError, path: Path) -> str:
+    if err.errno == errno.ENOSPC:
+        return (
+            f"{path}: no space left on the device; free some space (the previous files are intact)"
+        )
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{path}: not writable ({err.strerror}); check permissions or ReadWritePaths"
+    return f"{path}: {err.strerror or err}"
+
+
+def write_file_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` with ``mode`` so that readers see old or new, never half."""
+    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            os.fchmod(fd, mode)  # the umask may have narrowed or (never) widened it
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StoreError(_describe(err, path)) from err
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make it 0700."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+    except OSError as err:
+        raise StoreError(_describe(err, path)) from err
+    return path
+
+
+@dataclass(frozen=True)
+class StoredAccount:
+    uri: str
+    key_pem: bytes
+
+
+@dataclass(frozen=True)
+class LiveCertificate:
+    """What ``live/<name>`` holds now, read through one resolution of the symlink."""
+
+    name: str
+    version: str
+    cert: x509.Certificate
+    domains: frozenset[str]
+    key_type: str
+
+
+class Store:
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir
+
+    def private_dir(self, *parts: str) -> Path:
+        """``state_dir/<parts>``, every level created 0700 (never left to the umask)."""
+        path = ensure_private_dir(self.root)
+        for part in parts:
+            path = ensure_private_dir(path / part)
+        return path
+
+    # -- accounts -----------------------------------------------------------------------
+    def account_dir(self, directory_url: str) -> Path:
+        parts = urlsplit(directory_url)
+        host = re.sub(r"[^A-Za-z0-9.-]", "_", parts.netloc) or "ca"
+        digest = hashlib.sha256(directory_url.encode()).hexdigest()[:12]
+        return self.root / "accounts" / f"{host}-{digest}"
+
+    def load_account(self, directory_url: str) -> StoredAccount | None:
+        folder = self.account_dir(directory_url)
+        try:
+            meta = json.loads((folder / "account.json").read_text())
+            key_pem = (folder / "private_key.pem").read_bytes()
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            raise StoreError(
+                f"{folder}: account state is unreadable ({err}); move it away "
+                "and run 'acme-agent register' again"
+            ) from None
+        return StoredAccount(uri=str(meta["uri"]), key_pem=key_pem)
+
+    def load_account_key(self, directory_url: str) -> bytes | None:
+        """The account key alone (kept even when registration failed half-way)."""
+        path = self.account_dir(directory_url) / "private_key.pem"
+        return path.read_bytes() if path.exists() else None
+
+    def save_account_key(self, directory_url: str, key_pem: bytes) -> None:
+        folder = self.private_dir("accounts", self.account_dir(directory_url).name)
+        write_file_atomic(folder / "private_key.pem", key_pem, 0o600)
+
+    def save_account(self, directory_url: str, uri: str) -> None:
+        folder = self.private_dir("accounts", self.account_dir(directory_url).name)
+        meta = {"uri": uri, "directory": directory_url}
+        write_file_atomic(folder / "account.json", json.dumps(meta, indent=2).encode(), 0o600)
+
+    # -- certificates -------------------------------------------------------------------
+    def live_dir(self, name: str) -> Path:
+        return self.root / "live" / name
+
+    def archive_dir(self, name: str) -> Path:
+        return self.root / "archive" / name
+
+    def current(self, name: str) -> LiveCertificate | None:
+        """The certificate in service, or None when there is none (or it is unreadable)."""
+        link = self.live_dir(name)
+        try:
+            target = os.readlink(link)
+            folder = (link.parent / target).resolve()
+            cert = x509.load_pem_x509_certificate((folder / "cert.pem").read_bytes())
+            key = keys.load_key_pem((folder / "privkey.pem").read_bytes())
+        except (OSError, ValueError):
+            return None
+        return LiveCertificate(
+            name=name,
+            version=folder.name,
+            cert=cert,
+            domains=frozenset(keys.dns_names(cert)),
+            key_type=keys.key_type_of(key),
+        )
+
+    def install(self, name: str, key_pem: bytes, chain: keys.IssuedChain) -> Path:
+        """Archive a new issuance and make it live in one atomic step; returns its folder."""
+        archive = self.private_dir("archive", name)
+        self._remove_leftovers(archive)
+        staging = archive / f"{_TMP_PREFIX}{secrets.token_hex(6)}"
+        try:
+            staging.mkdir(mode=0o700)
+            for filename, data, mode in (
+                ("privkey.pem", key_pem, 0o600),
+                ("cert.pem", chain.cert_pem, 0o644),
+                ("chain.pem", chain.chain_pem, 0o644),
+                ("fullchain.pem", chain.fullchain_pem, 0o644),
+            ):
+                write_file_atomic(staging / filename, data, mode)
+            final = archive / self._next_version(archive)
+            os.rename(staging, final)
+            _fsync_dir(archive)
+        except OSError as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise StoreError(_describe(err, archive)) from err
+        except StoreError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self._point_live(name, final)
+        return final
+
+    def _point_live(self, name: str, folder: Path) -> None:
+        live_root = self.private_dir("live")
+        link = live_root / name
+        tmp = live_root / f"{_TMP_PREFIX}{name}.{secrets.token_hex(4)}"
+        try:
+            os.symlink(os.path.relpath(folder, live_root), tmp)
+            os.replace(tmp, link)
+            _fsync_dir(live_root)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StoreError(_describe(err, link)) from err
+
+    @staticmethod
+    def _next_version(archive: Path) -> str:
+        versions = [int(p.name) for p in archive.iterdir() if _VERSION_RE.match(p.name)]
+        return f"{max(versions, default=0) + 1:04d}"
+
+    @staticmethod
+    def _remove_leftovers(archive: Path) -> None:
+        """Staging folders of an issuance that crashed before it went live."""
+        for entry in archive.iterdir():
+            if entry.name.startswith(_TMP_PREFIX):
+                shutil.rmtree(entry, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Exclusive per-certificate lock across processes; released by the kernel on crash."""
+        folder = self.private_dir("locks")
+        fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
