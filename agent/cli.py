@@ -79,8 +79,9 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.set_name("acme-agent")
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != "acme-agent"] + [handler]
     root.setLevel(level)
     # The acme library logs whole JWS bodies at DEBUG; only -vv shows them.
     logging.getLogger("acme").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)

@@ -1,0 +1,139 @@
+"""Configuration: every error names the file and the field, and exits 2."""
+
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.config import load
+from agent.errors import ConfigError
+
+GOOD = """
+state_dir = "state"
+[acme]
+directory = "https://ca.example/directory"
+eab_kid = "kid-1"
+eab_hmac_key_file = "eab"
+[http01]
+mode = "standalone"
+listen = "127.0.0.1:8080"
+[[certificate]]
+name = "www"
+domains = ["example.com", "www.example.com"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
+    config = load(write(tmp_path, GOOD))
+    assert config.state_dir == tmp_path / "state"
+    assert config.acme.eab_hmac_key_file == tmp_path / "eab"
+    assert config.acme.issuance_timeout == 300
+    assert config.http01.listen_port == 8080
+    assert config.certificates[0].key_type == "ec-p256"
+    assert config.certificates[0].domains == ("example.com", "www.example.com")
+
+
+def test_secret_is_not_in_repr(tmp_path: Path) -> None:
+    text = GOOD.replace('eab_hmac_key_file = "eab"', 'eab_hmac_key = "s3cr3t-hmac-value"')
+    config = load(write(tmp_path, text))
+    assert "s3cr3t" not in repr(config)
+
+
+BAD = [
+    ('name = "www"', 'name = "../etc"', "certificate[0].name"),
+    ('name = "www"', 'name = "www"\nkey_type = "dsa"', "certificate[0].key_type"),
+    ('name = "www"', 'name = "www"\nkeytype = "rsa-2048"', "certificate[0].keytype: unknown key"),
+    ('"example.com", ', '"exa mple.com", ', "certificate[0].domains[0]"),
+    ('"example.com", ', '"a..b.com", ', "certificate[0].domains[0]"),
+    ('"example.com", ', '"www.example.com", ', "listed twice"),
+    ('"example.com", ', '"*.example.com", ', "wildcard"),
+    ('"example.com", ', '"192.0.2.1", ', "IP address"),
+    ('domains = ["example.com", "www.example.com"]', "domains = []", "at least one"),
+    ('domains = ["example.com", "www.example.com"]', 'domains = "example.com"', "a list"),
+    ('directory = "https://ca.example/directory"', "", "acme.directory: is required"),
+    ("https://ca.example", "http://ca.example", "acme.directory"),
+    ('mode = "standalone"', 'mode = "dns"', "http01.mode"),
+    ('mode = "standalone"', 'mode = "webroot"', "http01.webroot: is required"),
+    ('listen = "127.0.0.1:8080"', 'listen = "localhost"', "http01.listen"),
+    ('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1:99999"', "http01.listen"),
+    ('eab_kid = "kid-1"', "", "acme.eab_kid: is required"),
+    ('eab_kid = "kid-1"', 'eab_kid = "kid-1"\neab_hmac_key = "x"', "not both"),
+    ('eab_kid = "kid-1"', 'eab_kid = "kid-1"\nissuance_timeout = 0', "issuance_timeout"),
+    ('eab_kid = "kid-1"', 'eab_kid = "kid-1"\nissuance_timeout = true', "issuance_timeout"),
+    ('state_dir = "state"', 'state_dir = "state"\nstate_dirr = "x"', "state_dirr: unknown"),
+    ('state_dir = "state"', "state_dir = 5", "state_dir: expected a string"),
+    ("[http01]", "[http01\n", "invalid TOML"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), BAD)
+def test_bad_config_names_file_and_field(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    assert old in GOOD
+    path = write(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(path) in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_duplicate_name(tmp_path: Path) -> None:
+    text = GOOD + '[[certificate]]\nname = "www"\ndomains = ["other.example.com"]\n'
+    with pytest.raises(ConfigError, match=r"certificate\[1\].name: 'www' is used twice"):
+        load(write(tmp_path, text))
+
+
+def test_wildcard_allowed_with_mode_none(tmp_path: Path) -> None:
+    text = GOOD.replace('mode = "standalone"', 'mode = "none"').replace(
+        '"example.com", ', '"*.example.com", '
+    )
+    assert load(write(tmp_path, text)).certificates[0].domains[0] == "*.example.com"
+
+
+def test_uppercase_domain_is_normalised(tmp_path: Path) -> None:
+    config = load(write(tmp_path, GOOD.replace('"example.com", ', '"Example.COM.", ')))
+    assert config.certificates[0].domains[0] == "example.com"
+
+
+def test_world_writable_config_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    path.chmod(0o666)
+    with pytest.raises(ConfigError, match="chmod o-w"):
+        load(path)
+
+
+def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(tmp_path / "nope.toml"), "renew"]) == 2
+    assert "no such configuration file" in capsys.readouterr().err
+
+
+def test_env_var_names_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, GOOD.replace("mode = ", "mode = 5 #"))
+    monkeypatch.setenv("ACME_AGENT_CONFIG", str(path))
+    assert main(["renew"]) == 2
+    assert f"{path}: http01.mode: expected a string" in capsys.readouterr().err
+
+
+def test_unknown_certificate_name_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, GOOD)
+    assert main(["--config", str(path), "renew", "--cert", "nope"]) == 2
+    assert "no certificate named 'nope'" in capsys.readouterr().err
+
+
+def test_bad_flags_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["renew", "--no-such-flag"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
