@@ -140,7 +140,7 @@ def cmd_renew(config: Config, names: list[str], force: bool) -> int:
         elif outcome.status == "unchanged":
             line += f"; valid until {outcome.not_after:%Y-%m-%d %H:%M} UTC"
         else:
-            line += f": {outcome.detail}"
+            line += f": {outcome.detail.removeprefix(outcome.name + ': ')}"
         print(line)
     failed = sum(o.failed for o in outcomes)
     issued = sum(o.status == "issued" for o in outcomes)

@@ -22,6 +22,7 @@ DEMO_DOMAINS = ("demo.acme-agent.test", "www.demo.acme-agent.test")
 
 
 def write_config(ca: LocalCA, workdir: Path, domains: tuple[str, ...] = DEMO_DOMAINS) -> Path:
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
     eab_file = workdir / "eab-hmac.key"
     eab_file.write_text(ca.eab_hmac_key + "\n")
     eab_file.chmod(0o600)

@@ -21,7 +21,7 @@ from .protocol import AcmeClient, Authorization, OrderState
 log = logging.getLogger(__name__)
 
 # Polling: start tight (a fast CA validates in tens of milliseconds), grow, stay polite.
-FIRST_POLL_INTERVAL = 0.02
+FIRST_POLL_INTERVAL = 0.01
 POLL_GROWTH = 1.5
 MAX_POLL_INTERVAL = 2.0
 # Never wait longer than this for one Retry-After, whatever the CA says.
@@ -63,6 +63,10 @@ class Poller:
         self.clock = clock
         self.sleep = sleep
         self.wall = wall
+        self.interval = FIRST_POLL_INTERVAL
+
+    def restart(self) -> None:
+        """A new phase (e.g. after finalize): the state is likely to change soon again."""
         self.interval = FIRST_POLL_INTERVAL
 
     def expired(self) -> bool:
@@ -158,6 +162,7 @@ class Issuer:
             if order.status == "ready" and not finalized:
                 order = self.client.finalize(order, csr, cert.name)
                 finalized = True
+                poller.restart()
                 continue
             if poller.expired():
                 raise _timeout(cert, order.url, order.status, self.timeout)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# One command: set up (pebble and nginx from Debian, a virtualenv) and run every check:
+# ruff lint, ruff format, and the whole pytest suite (unit and end-to-end against pebble).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh pebble nginx-light
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/pytest "$@"
