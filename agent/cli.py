@@ -137,6 +137,8 @@ def cmd_renew(config: Config, names: list[str], force: bool) -> int:
         if outcome.status == "issued":
             line += f" ({outcome.detail}); valid until {outcome.not_after:%Y-%m-%d %H:%M} UTC"
             line += f"; {outcome.live_dir}"
+        elif outcome.status == "deployed":
+            line += f" ({outcome.detail})"
         elif outcome.status == "unchanged":
             line += f"; valid until {outcome.not_after:%Y-%m-%d %H:%M} UTC"
         else:
@@ -144,9 +146,11 @@ def cmd_renew(config: Config, names: list[str], force: bool) -> int:
         print(line)
     failed = sum(o.failed for o in outcomes)
     issued = sum(o.status == "issued" for o in outcomes)
+    deployed = sum(o.status == "deployed" for o in outcomes)
+    unchanged = len(outcomes) - issued - failed - deployed
     print(
-        f"{len(outcomes)} certificates: {issued} issued, {failed} failed, "
-        f"{len(outcomes) - issued - failed} unchanged"
+        f"{len(outcomes)} certificates: {issued} issued, {deployed} deployed, {failed} failed, "
+        f"{unchanged} unchanged"
     )
     return EXIT_FAILED if failed else EXIT_OK
 

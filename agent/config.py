@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .deploy_config import DeployConfig, HooksConfig, parse_deploy, parse_hooks
 from .errors import ConfigError
+from .tomltable import Table as _Table
 
 DEFAULT_CONFIG_PATH = "/etc/acme-agent/agent.toml"
 CONFIG_ENV = "ACME_AGENT_CONFIG"
@@ -56,6 +58,7 @@ class CertificateConfig:
     domains: tuple[str, ...]
     key_type: str = DEFAULT_KEY_TYPE
     source: str = ""  # "file: field" prefix for messages about this certificate
+    deploy: DeployConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -65,64 +68,10 @@ class Config:
     acme: AcmeConfig
     http01: Http01Config
     certificates: tuple[CertificateConfig, ...]
+    hooks: HooksConfig = field(default_factory=HooksConfig)
 
     def certificate(self, name: str) -> CertificateConfig | None:
         return next((c for c in self.certificates if c.name == name), None)
-
-
-class _Table:
-    """A TOML table being validated: typed getters that report ``file: field``."""
-
-    def __init__(self, data: dict[str, Any], where: str, prefix: str) -> None:
-        self.data = data
-        self.where = where
-        self.prefix = prefix
-        self.seen: set[str] = set()
-
-    def field_name(self, key: str) -> str:
-        return f"{self.prefix}{key}" if self.prefix else key
-
-    def error(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.where}: {self.field_name(key)}: {problem}")
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-        self.seen.add(key)
-        if key not in self.data:
-            return default
-        value = self.data[key]
-        if isinstance(value, bool) and kind is not bool:
-            raise self.error(key, f"expected {_kind_name(kind)}, got a boolean")
-        if not isinstance(value, kind):
-            raise self.error(key, f"expected {_kind_name(kind)}, got {type(value).__name__}")
-        return value
-
-    def require(self, key: str, kind: type | tuple[type, ...]) -> Any:
-        value = self.get(key, kind)
-        if value is None:
-            raise self.error(key, "is required")
-        return value
-
-    def text(self, key: str, default: str | None = None) -> str | None:
-        value = self.get(key, str, default)
-        if value is not None and not value.strip():
-            raise self.error(key, "must not be empty")
-        return value
-
-    def table(self, key: str) -> _Table:
-        value = self.get(key, dict, {})
-        return _Table(value, self.where, f"{self.field_name(key)}.")
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
-        if unknown:
-            raise self.error(unknown[0], "unknown key (check the spelling; see agent.example.toml)")
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-    names.update({list: "a list", dict: "a table"})
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
 def resolve_config_path(cli_value: str | None) -> Path:
@@ -137,13 +86,15 @@ def load(path: Path) -> Config:
     state_dir = Path(top.text("state_dir", DEFAULT_STATE_DIR) or DEFAULT_STATE_DIR)
     acme = _parse_acme(top.table("acme"), path.parent)
     http01 = _parse_http01(top.table("http01"), path.parent)
+    hooks = parse_hooks(top.table("hooks"))
     entries = top.get("certificate", list, [])
     top.finish()
     certificates = tuple(
         parse_certificate(entry, where, f"certificate[{i}].") for i, entry in enumerate(entries)
     )
     _check_certificates(certificates, http01, where)
-    return Config(path, _relative_to(state_dir, path.parent), acme, http01, certificates)
+    state = _relative_to(state_dir, path.parent)
+    return Config(path, state, acme, http01, certificates, hooks)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -255,9 +206,10 @@ def parse_certificate(entry: Any, where: str, prefix: str) -> CertificateConfig:
     key_type = table.get("key_type", str, DEFAULT_KEY_TYPE)
     if key_type not in KEY_TYPES:
         raise table.error("key_type", f"{key_type!r} is not one of {', '.join(KEY_TYPES)}")
+    deploy = parse_deploy(table.table("deploy"))
     table.finish()
     source = f"{where}: {prefix.rstrip('.')}"
-    return CertificateConfig(name, tuple(domains), key_type, source)
+    return CertificateConfig(name, tuple(domains), key_type, source, deploy)
 
 
 def check_domain(value: Any, table: _Table, key: str) -> str:

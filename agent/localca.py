@@ -28,6 +28,7 @@ from cryptography.x509.oid import NameOID
 LOOPBACK = "127.0.0.1"
 # How long pebble may take to answer its directory after start (it is ready in ~0.1 s).
 START_TIMEOUT = 20.0
+START_ATTEMPTS = 3
 
 
 class LocalCAError(RuntimeError):
@@ -36,9 +37,19 @@ class LocalCAError(RuntimeError):
 
 def free_port() -> int:
     """A TCP port on loopback that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (all held open together while chosen)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((LOOPBACK, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _write_tls_material(directory: Path) -> tuple[Path, Path, Path]:
@@ -130,16 +141,27 @@ class LocalCA:
             raw = secrets.token_bytes(32)
             self.eab_hmac_key = base64.urlsafe_b64encode(raw).decode().rstrip("=")
         self.ca_bundle, cert, key = _write_tls_material(self.workdir)
-        dns_port, listen_port, mgmt_port = free_port(), free_port(), free_port()
-        self._start_dns(dns_port)
-        self._write_config(cert, key, listen_port, mgmt_port)
+        for attempt in range(START_ATTEMPTS):
+            try:
+                self._start_once(cert, key)
+                return self
+            except LocalCAError:
+                # A port chosen as free may have been taken meanwhile: try new ones.
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+        return self
+
+    def _start_once(self, cert: Path, key: Path) -> None:
+        ports = [p for p in free_ports(6) if p != self.http_port][:5]
+        dns_port, listen_port, mgmt_port, dns_mgmt_port, tls_port = ports
+        self._start_dns(dns_port, dns_mgmt_port)
+        self._write_config(cert, key, listen_port, mgmt_port, tls_port)
         self._start_pebble(dns_port)
         self.directory_url = f"https://{LOOPBACK}:{listen_port}/dir"
         self._management_url = f"https://{LOOPBACK}:{mgmt_port}"
         self._wait_ready()
-        return self
 
-    def _start_dns(self, dns_port: int) -> None:
+    def _start_dns(self, dns_port: int, management_port: int) -> None:
         argv = [
             "pebble-challtestsrv",
             "-defaultIPv4",
@@ -155,11 +177,13 @@ class LocalCA:
             "-tlsalpn01",
             "",
             "-management",
-            f"{LOOPBACK}:{free_port()}",
+            f"{LOOPBACK}:{management_port}",
         ]
         self._spawn(argv, "challtestsrv.log", {})
 
-    def _write_config(self, cert: Path, key: Path, listen_port: int, mgmt_port: int) -> None:
+    def _write_config(
+        self, cert: Path, key: Path, listen_port: int, mgmt_port: int, tls_port: int
+    ) -> None:
         config = {
             "pebble": {
                 "listenAddress": f"{LOOPBACK}:{listen_port}",
@@ -167,7 +191,7 @@ class LocalCA:
                 "certificate": str(cert),
                 "privateKey": str(key),
                 "httpPort": self.http_port,
-                "tlsPort": free_port(),
+                "tlsPort": tls_port,
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": self.eab_required,
                 "externalAccountMACKeys": {self.eab_kid: self.eab_hmac_key},

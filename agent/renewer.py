@@ -5,14 +5,15 @@ One certificate's failure never stops the others; each outcome is reported separ
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import policy
+from . import commands, policy
 from .config import CertificateConfig, Config
 from .errors import AccountError, AgentError, ConfigError
 from .store import LiveCertificate, Store
@@ -24,10 +25,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# Outcomes that changed what is in service (for the post hook's ACME_AGENT_RENEWED).
+CHANGED = ("issued", "deployed")
+
+
 @dataclass(frozen=True)
 class Outcome:
     name: str
-    status: str  # "issued", "unchanged" or "failed"
+    status: str  # "issued", "deployed" (an earlier issuance), "unchanged" or "failed"
     detail: str
     live_dir: Path | None = None
     not_after: datetime | None = None
@@ -74,6 +79,7 @@ class Renewer:
         self.clock = clock
         self._client: AcmeClient | None = None
         self._client_error: AgentError | None = None
+        self._pre_hook_ran = False
 
     def client(self) -> AcmeClient:
         """The account-bound client; protocol modules are imported only when needed."""
@@ -102,11 +108,77 @@ class Renewer:
         return [c for c in self.config.certificates if c.name in wanted]
 
     def run(self, certs: list[CertificateConfig], *, force: bool = False) -> list[Outcome]:
-        outcomes = []
-        for cert in certs:
-            outcome = self.process(cert, force=force)
-            outcomes.append(outcome)
-        return outcomes
+        """Issue what is due, then deploy what is new (or failed to deploy before), then
+        the post hook. The pre hook runs once, before the first issuance or deployment."""
+        self._pre_hook_ran = False
+        outcomes = {cert.name: self.process(cert, force=force) for cert in certs}
+        pending = [c for c in certs if self._deploy_pending(c, outcomes[c.name])]
+        if pending:
+            self._run_pre_hook()
+            for name, outcome in self._deploy(pending, outcomes).items():
+                outcomes[name] = outcome
+        results = list(outcomes.values())
+        if self._pre_hook_ran:
+            self._run_post_hook(results)
+        return results
+
+    def _deploy_pending(self, cert: CertificateConfig, outcome: Outcome) -> bool:
+        if cert.deploy is None or outcome.failed:
+            return False
+        folder = self.store.live_folder(cert.name)
+        return folder is not None and self.store.deployed_version(cert.name) != folder.name
+
+    def _deploy(
+        self, certs: list[CertificateConfig], outcomes: dict[str, Outcome]
+    ) -> dict[str, Outcome]:
+        from .deploy import Deployer, DeployItem
+
+        with contextlib.ExitStack() as stack:
+            for cert in sorted(certs, key=lambda c: c.name):  # one order: no deadlock
+                stack.enter_context(self.store.lock(cert.name))
+            items = []
+            for cert in certs:
+                folder = self.store.live_folder(cert.name)
+                current = self.store.current(cert.name)
+                if folder is not None and current is not None:
+                    items.append(DeployItem(cert, folder, current.cert.serial_number))
+            result = Deployer().deploy(items)
+            updated = {}
+            for item in items:
+                name, before = item.cert.name, outcomes[item.cert.name]
+                if name in result.errors:
+                    detail = f"issued, not deployed: {result.errors[name]}"
+                    updated[name] = replace(before, status="failed", detail=detail)
+                    continue
+                self.store.mark_deployed(name, item.folder.name)
+                status = "issued" if before.status == "issued" else "deployed"
+                detail = before.detail if status == "issued" else "pending deployment completed"
+                if name in result.hook_errors:
+                    status, detail = "failed", f"deployed, but {result.hook_errors[name]}"
+                updated[name] = replace(before, status=status, detail=detail)
+        return updated
+
+    def _run_pre_hook(self) -> None:
+        if self._pre_hook_ran:
+            return
+        self._pre_hook_ran = True
+        hooks = self.config.hooks
+        if hooks.pre:
+            outcome = commands.run(hooks.pre, hooks.timeout)
+            if not outcome.ok:
+                log.error("pre hook failed (continuing): %s", outcome.summary)
+
+    def _run_post_hook(self, outcomes: list[Outcome]) -> None:
+        hooks = self.config.hooks
+        if not hooks.post:
+            return
+        env = {
+            "ACME_AGENT_RENEWED": " ".join(o.name for o in outcomes if o.status in CHANGED),
+            "ACME_AGENT_FAILED": " ".join(o.name for o in outcomes if o.failed),
+        }
+        outcome = commands.run(hooks.post, hooks.timeout, env)
+        if not outcome.ok:
+            log.error("post hook failed: %s", outcome.summary)
 
     def process(self, cert: CertificateConfig, *, force: bool = False) -> Outcome:
         try:
@@ -134,6 +206,7 @@ class Renewer:
         )
         from .issuer import Issuer
 
+        self._run_pre_hook()
         client = self.client()
         issuer = Issuer(client, make_solver(self.config), self.config.acme.issuance_timeout)
         issued = issuer.obtain(cert)

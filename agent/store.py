@@ -60,13 +60,19 @@ def _describe(err: OSError, path: Path) -> str:
     return f"{path}: {err.strerror or err}"
 
 
-def write_file_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` with ``mode`` so that readers see old or new, never half."""
+def write_file_atomic(path: Path, data: bytes, mode: int, uid: int = -1, gid: int = -1) -> None:
+    """Write ``data`` to ``path`` with ``mode`` (and owner) so readers see old or new, never half.
+
+    Owner and mode are set on the temporary file before any byte is written, so a key is
+    never readable by anyone it is not meant for, not even for a moment.
+    """
     tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
-            os.fchmod(fd, mode)  # the umask may have narrowed or (never) widened it
+            if uid != -1 or gid != -1:
+                os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode)  # the umask may have narrowed it
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
@@ -218,6 +224,26 @@ class Store:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise StoreError(_describe(err, link)) from err
+
+    def live_folder(self, name: str) -> Path | None:
+        """The archive folder ``live/<name>`` points at now."""
+        link = self.live_dir(name)
+        try:
+            return (link.parent / os.readlink(link)).resolve()
+        except OSError:
+            return None
+
+    def deployed_version(self, name: str) -> str | None:
+        """The archive version last deployed to the certificate's targets."""
+        try:
+            return json.loads((self.root / "deployed" / f"{name}.json").read_text())["version"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def mark_deployed(self, name: str, version: str) -> None:
+        folder = self.private_dir("deployed")
+        data = json.dumps({"version": version}).encode()
+        write_file_atomic(folder / f"{name}.json", data, 0o600)
 
     @staticmethod
     def _next_version(archive: Path) -> str:
