@@ -137,3 +137,42 @@ def test_bad_flags_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["frobnicate"])
     assert info.value.code == 2
+
+
+DEPLOY_BAD = [
+    ('fullchain = "relative.pem"', "deploy.fullchain: 'relative.pem' must be an absolute path"),
+    ('mode = "0644"', "deploy.mode: '0644': key files must not be readable by others"),
+    ('mode = "rw"', "deploy.mode: 'rw' must be an octal string"),
+    ('owner = "no-such-user-xyz"', "deploy.owner: no user 'no-such-user-xyz'"),
+    ('group = "no-such-group-xyz"', "deploy.group: no group 'no-such-group-xyz'"),
+    ('reload = "apache"', "deploy.reload: 'apache' must be"),
+    ('reload = "command"', "deploy.reload_command: is required"),
+    ('reload = "nginx"\nverify = "443"', "deploy.verify: '443' must be HOST:PORT"),
+    ('verify = "127.0.0.1:443"', "deploy.verify: needs a reload"),
+    ('reload = "nginx"\ntest_command = "nginx -t"', "deploy.test_command: expected a list"),
+    ("hook = []", "deploy.hook: must be a non-empty list"),
+    ('keyfile = "/x"', "deploy.keyfile: unknown key"),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), DEPLOY_BAD)
+def test_bad_deploy_config(tmp_path: Path, line: str, expected: str) -> None:
+    path = write(tmp_path, GOOD + f"[certificate.deploy]\n{line}\n")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert f"{path}: certificate[0].{expected}" in str(info.value)
+
+
+def test_deploy_defaults_for_nginx(tmp_path: Path) -> None:
+    text = GOOD + '[certificate.deploy]\nkey = "/etc/nginx/k.pem"\nreload = "nginx"\n'
+    deploy = load(write(tmp_path, text)).certificates[0].deploy
+    assert deploy is not None
+    assert deploy.test_command == ("nginx", "-t")
+    assert deploy.reload_command == ("systemctl", "reload", "nginx")
+    assert deploy.key_mode == 0o600
+
+
+def test_bad_hooks(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("[acme]", '[hooks]\npre = "echo hi"\n[acme]'))
+    with pytest.raises(ConfigError, match="hooks.pre: expected a list"):
+        load(path)
