@@ -17,6 +17,7 @@ from typing import Any
 
 from .deploy_config import DeployConfig, HooksConfig, parse_deploy, parse_hooks
 from .errors import ConfigError
+from .policy import RenewBefore, parse_duration
 from .tomltable import Table as _Table
 
 DEFAULT_CONFIG_PATH = "/etc/acme-agent/agent.toml"
@@ -59,6 +60,12 @@ class CertificateConfig:
     key_type: str = DEFAULT_KEY_TYPE
     source: str = ""  # "file: field" prefix for messages about this certificate
     deploy: DeployConfig | None = None
+    renew_before: RenewBefore | None = None
+    profile: str | None = None
+
+    def field(self, key: str) -> str:
+        """``file: certificate[i].key`` (main file) or ``file: key`` (a certs_dir file)."""
+        return f"{self.source}.{key}" if "certificate[" in self.source else f"{self.source}: {key}"
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class Config:
     http01: Http01Config
     certificates: tuple[CertificateConfig, ...]
     hooks: HooksConfig = field(default_factory=HooksConfig)
+    certs_dir: Path | None = None
 
     def certificate(self, name: str) -> CertificateConfig | None:
         return next((c for c in self.certificates if c.name == name), None)
@@ -88,13 +96,17 @@ def load(path: Path) -> Config:
     http01 = _parse_http01(top.table("http01"), path.parent)
     hooks = parse_hooks(top.table("hooks"))
     entries = top.get("certificate", list, [])
+    certs_dir_text = top.text("certs_dir")
     top.finish()
     certificates = tuple(
         parse_certificate(entry, where, f"certificate[{i}].") for i, entry in enumerate(entries)
     )
-    _check_certificates(certificates, http01, where)
+    certs_dir = _relative_to(Path(certs_dir_text), path.parent) if certs_dir_text else None
+    if certs_dir is not None:
+        certificates += load_certs_dir(certs_dir, http01)
+    _check_certificates(certificates, http01)
     state = _relative_to(state_dir, path.parent)
-    return Config(path, state, acme, http01, certificates, hooks)
+    return Config(path, state, acme, http01, certificates, hooks, certs_dir)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -184,12 +196,16 @@ def parse_listen(listen: str, table: _Table) -> tuple[str, int]:
     return host, port
 
 
-def parse_certificate(entry: Any, where: str, prefix: str) -> CertificateConfig:
+def parse_certificate(
+    entry: Any, where: str, prefix: str, default_name: str | None = None
+) -> CertificateConfig:
     """One ``[[certificate]]`` table (also the whole of a file in ``certs_dir``)."""
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: {prefix.rstrip('.')}: expected a table")
     table = _Table(entry, where, prefix)
-    name = table.require("name", str)
+    name = table.get("name", str, default_name)
+    if name is None:
+        raise table.error("name", "is required")
     if not _NAME_RE.match(name):
         raise table.error(
             "name", f"{name!r} must be 1-64 letters, digits, '.', '_' or '-' (it names a directory)"
@@ -206,10 +222,50 @@ def parse_certificate(entry: Any, where: str, prefix: str) -> CertificateConfig:
     key_type = table.get("key_type", str, DEFAULT_KEY_TYPE)
     if key_type not in KEY_TYPES:
         raise table.error("key_type", f"{key_type!r} is not one of {', '.join(KEY_TYPES)}")
+    renew_before = _renew_before(table)
+    profile = table.text("profile")
     deploy = parse_deploy(table.table("deploy"))
     table.finish()
-    source = f"{where}: {prefix.rstrip('.')}"
-    return CertificateConfig(name, tuple(domains), key_type, source, deploy)
+    source = f"{where}: {prefix.rstrip('.')}" if prefix else where
+    return CertificateConfig(name, tuple(domains), key_type, source, deploy, renew_before, profile)
+
+
+def _renew_before(table: _Table) -> RenewBefore | None:
+    value = table.get("renew_before", (str, float, int))
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError:
+            raise table.error(
+                "renew_before", f'{value!r} must be a duration ("10d", "12h", "30m") or a fraction'
+            ) from None
+    if not 0 < value < 1:
+        raise table.error(
+            "renew_before",
+            f"{value} must be a fraction of the lifetime between 0 and 1, or a "
+            'duration such as "10d"',
+        )
+    return float(value)
+
+
+def load_certs_dir(folder: Path, http01: Http01Config) -> tuple[CertificateConfig, ...]:
+    """One certificate per ``*.toml`` file in ``folder``; ``name`` defaults to the file stem."""
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix == ".toml" and p.is_file())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"certs_dir: {folder} does not exist; create it or remove certs_dir"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"certs_dir: cannot read {folder}: {err.strerror}") from None
+    certs = []
+    for path in files:
+        cert = parse_certificate(_read_toml(path), str(path), "", default_name=path.stem)
+        check_wildcards(cert, http01)
+        certs.append(cert)
+    return tuple(certs)
 
 
 def check_domain(value: Any, table: _Table, key: str) -> str:
@@ -230,14 +286,15 @@ def check_domain(value: Any, table: _Table, key: str) -> str:
     return domain
 
 
-def _check_certificates(
-    certs: tuple[CertificateConfig, ...], http01: Http01Config, where: str
-) -> None:
-    names: set[str] = set()
-    for i, cert in enumerate(certs):
-        if cert.name in names:
-            raise ConfigError(f"{where}: certificate[{i}].name: {cert.name!r} is used twice")
-        names.add(cert.name)
+def _check_certificates(certs: tuple[CertificateConfig, ...], http01: Http01Config) -> None:
+    first: dict[str, CertificateConfig] = {}
+    for cert in certs:
+        if cert.name in first:
+            raise ConfigError(
+                f"{cert.field('name')}: {cert.name!r} is used twice "
+                f"(also in {first[cert.name].source})"
+            )
+        first[cert.name] = cert
         check_wildcards(cert, http01)
 
 
@@ -245,6 +302,6 @@ def check_wildcards(cert: CertificateConfig, http01: Http01Config) -> None:
     for domain in cert.domains:
         if domain.startswith("*.") and http01.mode != "none":
             raise ConfigError(
-                f"{cert.source}.domains: {domain!r}: a wildcard cannot be validated over HTTP-01; "
-                'use a CA that pre-approves the domain with [http01] mode = "none"'
+                f"{cert.field('domains')}: {domain!r}: a wildcard cannot be validated over "
+                'HTTP-01; use a CA that pre-approves the domain with [http01] mode = "none"'
             )

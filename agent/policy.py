@@ -1,10 +1,14 @@
-"""When is a certificate due? Pure functions of the certificate's facts and ``now``.
+"""When is a certificate due, and when to try again? Pure functions of the certificate's
+facts, the CA's renewal information (ARI, RFC 9773) and ``now``.
 
-Nothing here reads the clock, the disk or the network; tests pass fixed times.
+Nothing here reads the clock, the disk, the network or a random source: tests pass fixed
+times, and callers pass ``rand`` (a number in [0, 1)) for jitter.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,6 +18,19 @@ from datetime import datetime, timedelta
 RENEW_RATIO = 1 / 3
 SHORT_LIVED_RATIO = 1 / 2
 SHORT_LIVED = timedelta(days=10)
+# Jitter: renew up to this share of the lifetime early (at most MAX_JITTER), so a fleet
+# does not renew in the same second.
+JITTER_RATIO = 0.01
+MAX_JITTER = timedelta(hours=1)
+# Retry after failure: exponential from a minute to a few hours, with +-25 % jitter.
+FIRST_BACKOFF = timedelta(minutes=1)
+MAX_BACKOFF = timedelta(hours=4)
+BACKOFF_JITTER = 0.25
+# Never wait longer than this share of the time left before retrying a failed renewal.
+BACKOFF_SHARE_OF_TIME_LEFT = 1 / 4
+MIN_BACKOFF = timedelta(seconds=5)
+# ARI: when the CA gives no Retry-After, check again after this long (RFC 9773 suggests hours).
+DEFAULT_ARI_RECHECK = timedelta(hours=6)
 
 
 @dataclass(frozen=True)
@@ -25,12 +42,64 @@ class CertFacts:
     not_before: datetime
     not_after: datetime
 
+    @property
+    def lifetime(self) -> timedelta:
+        return self.not_after - self.not_before
 
-def renewal_time(not_before: datetime, not_after: datetime) -> datetime:
-    """The moment from which renewal is due, by lifetime ratio."""
+
+@dataclass(frozen=True)
+class AriWindow:
+    """The CA's suggested renewal window for one certificate."""
+
+    start: datetime
+    end: datetime
+
+
+# renew_before: a duration before expiry, or a fraction of the lifetime left.
+RenewBefore = timedelta | float
+
+
+def stable_fraction(*parts: str) -> float:
+    """A number in [0, 1) fixed for these inputs (e.g. host, certificate name, serial):
+    jitter that differs between hosts and certificates but not between runs."""
+    digest = hashlib.sha256("\0".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def lifetime_renewal_time(
+    not_before: datetime, not_after: datetime, renew_before: RenewBefore | None = None
+) -> datetime:
+    """The moment from which renewal is due, by lifetime ratio or ``renew_before``."""
     lifetime = not_after - not_before
+    if isinstance(renew_before, timedelta):
+        return max(not_before, not_after - renew_before)
+    if renew_before is not None:
+        return not_after - lifetime * renew_before
     ratio = SHORT_LIVED_RATIO if lifetime <= SHORT_LIVED else RENEW_RATIO
     return not_after - lifetime * ratio
+
+
+# Kept for readers of the first version of this module.
+def renewal_time(not_before: datetime, not_after: datetime) -> datetime:
+    return lifetime_renewal_time(not_before, not_after)
+
+
+def next_renewal(
+    facts: CertFacts,
+    *,
+    renew_before: RenewBefore | None = None,
+    ari: AriWindow | None = None,
+    rand: float = 0.0,
+) -> tuple[datetime, str]:
+    """When to renew and why. ``rand`` in [0, 1) picks the moment inside the ARI window,
+    or the jitter before the lifetime-based time."""
+    if ari is not None:
+        moment = ari.start + (ari.end - ari.start) * rand
+        return moment, "inside the CA's suggested renewal window (ARI)"
+    base = lifetime_renewal_time(facts.not_before, facts.not_after, renew_before)
+    jitter = min(facts.lifetime * JITTER_RATIO, MAX_JITTER) * rand
+    why = "renew_before" if renew_before is not None else "lifetime ratio"
+    return max(facts.not_before, base - jitter), why
 
 
 def due_reason(
@@ -40,6 +109,9 @@ def due_reason(
     now: datetime,
     *,
     force: bool = False,
+    renew_before: RenewBefore | None = None,
+    ari: AriWindow | None = None,
+    rand: float = 0.0,
 ) -> str | None:
     """Why this certificate must be (re)issued now, or None when it is fine."""
     if current is None:
@@ -52,6 +124,50 @@ def due_reason(
         return "renewal forced"
     if now >= current.not_after:
         return "the certificate has expired"
-    if now >= renewal_time(current.not_before, current.not_after):
-        return "renewal is due (lifetime ratio)"
+    if ari is not None and ari.end <= now:
+        return "the CA asks for renewal now (ARI window in the past)"
+    when, why = next_renewal(current, renew_before=renew_before, ari=ari, rand=rand)
+    if now >= when:
+        return f"renewal is due ({why})"
     return None
+
+
+def backoff(failures: int, time_left: timedelta, rand: float) -> timedelta:
+    """How long to wait after the ``failures``-th failure in a row: exponential with jitter,
+    capped, and never more than a share of the time the certificate has left."""
+    exponent = min(max(failures, 1) - 1, 30)
+    delay = min(FIRST_BACKOFF * 2**exponent, MAX_BACKOFF)
+    delay = delay * (1 - BACKOFF_JITTER + 2 * BACKOFF_JITTER * rand)
+    if time_left > timedelta(0):
+        delay = min(delay, time_left * BACKOFF_SHARE_OF_TIME_LEFT)
+    return max(delay, MIN_BACKOFF)
+
+
+def failure_log_level(facts: CertFacts | None, now: datetime) -> int:
+    """Louder as expiry approaches: WARNING while a third of the lifetime is left, ERROR
+    below that, CRITICAL under 10 % or once expired (or when there is no certificate)."""
+    if facts is None:
+        return logging.ERROR
+    left = (facts.not_after - now) / facts.lifetime if facts.lifetime else 0
+    if left < 0.10:
+        return logging.CRITICAL
+    if left < RENEW_RATIO:
+        return logging.ERROR
+    return logging.WARNING
+
+
+def parse_duration(text: str) -> timedelta:
+    """'10d', '12h', '30m', '45s' (or combined, '1d12h') -> timedelta; ValueError if not."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    total, number = 0, ""
+    for char in text.strip():
+        if char.isdigit():
+            number += char
+        elif char in units and number:
+            total += int(number) * units[char]
+            number = ""
+        else:
+            raise ValueError(text)
+    if number or total <= 0:
+        raise ValueError(text)
+    return timedelta(seconds=total)

@@ -6,9 +6,11 @@ the clock (see :mod:`agent.issuer`). Every failure leaves as a :class:`CAError`.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 import josepy as jose
@@ -16,6 +18,7 @@ import requests
 from acme import challenges, messages
 from acme import client as acme_client
 from acme import errors as acme_errors
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from . import __version__
@@ -195,8 +198,37 @@ class AcmeClient:
 
         return self._call(step, "looking up the ACME account")
 
+    # -- directory features -------------------------------------------------------------
+    def profiles(self) -> dict[str, str] | None:
+        """The profiles the CA offers (draft-aaron-acme-profiles), or None."""
+        meta = getattr(self.client.directory, "meta", None)
+        profiles = getattr(meta, "profiles", None)
+        return dict(profiles) if profiles else None
+
+    def supports_ari(self) -> bool:
+        return "renewalInfo" in self.client.directory.to_partial_json()
+
+    def renewal_info(self, cert_id: str, subject: str) -> tuple[datetime, datetime, str | None]:
+        """(window start, window end, Retry-After) from the CA's renewalInfo (RFC 9773)."""
+        url = f"{self.client.directory['renewalInfo'].rstrip('/')}/{cert_id}"
+
+        def step() -> tuple[datetime, datetime, str | None]:
+            response = self.net.get(url, content_type="application/json")
+            info = messages.RenewalInfo.from_json(response.json())
+            window = info.suggested_window
+            return window.start, window.end, response.headers.get("Retry-After")
+
+        return self._call(step, "fetching renewal information (ARI)", subject)
+
     # -- orders -------------------------------------------------------------------------
-    def new_order(self, csr_pem: bytes, subject: str) -> OrderState:
+    def new_order(
+        self,
+        csr_pem: bytes,
+        subject: str,
+        *,
+        profile: str | None = None,
+        replaces: str | None = None,
+    ) -> OrderState:
         client = self.client
 
         def step() -> OrderState:
@@ -204,9 +236,8 @@ class AcmeClient:
                 messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=d)
                 for d in _csr_domains(csr_pem)
             ]
-            response = client._post(
-                client.directory["newOrder"], messages.NewOrder(identifiers=ids)
-            )
+            order = NewOrderReplacing(identifiers=ids, profile=profile, replaces=replaces)
+            response = client._post(client.directory["newOrder"], order)
             return _order_state(response, response.headers.get("Location", ""))
 
         return self._call(step, "creating the order", subject)
@@ -251,8 +282,6 @@ class AcmeClient:
         )
 
     def finalize(self, order: OrderState, csr_pem: bytes, subject: str) -> OrderState:
-        from cryptography import x509
-
         csr = messages.CertificateRequest(csr=x509.load_pem_x509_csr(csr_pem))
         return self._call(
             lambda: _order_state(self.client._post(order.finalize, csr), order.url),
@@ -267,9 +296,25 @@ class AcmeClient:
         return self._call(step, "downloading the certificate", subject)
 
 
-def _csr_domains(csr_pem: bytes) -> list[str]:
-    from cryptography import x509
+class NewOrderReplacing(messages.NewOrder):
+    """newOrder with RFC 9773's ``replaces`` (the ARI id of the certificate it renews)."""
 
+    replaces: str | None = jose.field("replaces", omitempty=True)
+
+
+def ari_cert_id(cert: x509.Certificate) -> str:
+    """RFC 9773 section 4.1: base64url(AKI keyIdentifier) "." base64url(serial DER bytes)."""
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    serial = cert.serial_number
+    serial_bytes = serial.to_bytes(serial.bit_length() // 8 + 1, "big")
+    return f"{_b64(aki.key_identifier or b'')}.{_b64(serial_bytes)}"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _csr_domains(csr_pem: bytes) -> list[str]:
     csr = x509.load_pem_x509_csr(csr_pem)
     san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return list(san.get_values_for_type(x509.DNSName))

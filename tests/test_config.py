@@ -176,3 +176,36 @@ def test_bad_hooks(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("[acme]", '[hooks]\npre = "echo hi"\n[acme]'))
     with pytest.raises(ConfigError, match="hooks.pre: expected a list"):
         load(path)
+
+
+def test_certs_dir_files_and_errors(tmp_path: Path) -> None:
+    certs = tmp_path / "certs.d"
+    certs.mkdir()
+    (certs / "api.toml").write_text('domains = ["api.example.com"]\nrenew_before = "10d"\n')
+    (certs / "short.toml").write_text('domains = ["s.example.com"]\nrenew_before = 0.5\n')
+    (certs / "README.md").write_text("ignored")
+    path = write(
+        tmp_path, GOOD.replace('state_dir = "state"', 'state_dir = "state"\ncerts_dir = "certs.d"')
+    )
+    config = load(path)
+    names = [c.name for c in config.certificates]
+    assert names == ["www", "api", "short"]
+    api = config.certificate("api")
+    assert api is not None and api.renew_before is not None
+    (certs / "www.toml").write_text('domains = ["other.example.com"]\n')
+    with pytest.raises(ConfigError, match=r"www.toml: name: 'www' is used twice"):
+        load(path)
+    (certs / "www.toml").write_text('domains = ["other.example.com"]\nrenew_before = "soon"\n')
+    with pytest.raises(ConfigError, match=r"www.toml: renew_before: 'soon' must be a duration"):
+        load(path)
+    (certs / "www.toml").write_text('domains = ["other.example.com"]\nrenew_before = 2\n')
+    with pytest.raises(ConfigError, match=r"www.toml: renew_before: 2 must be a fraction"):
+        load(path)
+
+
+def test_missing_certs_dir(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, GOOD.replace('state_dir = "state"', 'state_dir = "state"\ncerts_dir = "nope"')
+    )
+    with pytest.raises(ConfigError, match="certs_dir: .*nope does not exist"):
+        load(path)
