@@ -32,6 +32,9 @@ from .store import write_file_atomic
 log = logging.getLogger(__name__)
 
 VERIFY_INTERVAL = 0.1
+# Old nginx workers keep accepting for a moment after a reload: one good handshake is not
+# proof, so this many in a row must show the new serial.
+VERIFY_STREAK = 3
 
 
 @dataclass(frozen=True)
@@ -238,13 +241,17 @@ def verify_served(host: str, port: int, sni: str, serial: int, timeout: float) -
     """None once host:port serves ``serial`` for ``sni``; else why not, after ``timeout``."""
     deadline = time.monotonic() + timeout
     last = "nothing answered"
+    streak = 0
     while True:
         try:
             got = served_serial(host, port, sni, min(5.0, timeout))
-            if got == serial:
+            streak = streak + 1 if got == serial else 0
+            if streak >= VERIFY_STREAK:
                 return None
-            last = f"{host}:{port} still serves serial {got:x} for {sni}, not {serial:x}"
+            if got != serial:
+                last = f"{host}:{port} still serves serial {got:x} for {sni}, not {serial:x}"
         except (OSError, ValueError) as err:
+            streak = 0
             last = f"{host}:{port}: {err}"
         if time.monotonic() >= deadline:
             return f"{last} after {timeout:.0f} s"

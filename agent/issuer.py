@@ -94,11 +94,13 @@ class Issuer:
         self.clock = clock
         self.sleep = sleep
 
-    def obtain(self, cert: CertificateConfig) -> Issued:
+    def obtain(self, cert: CertificateConfig, replaces: str | None = None) -> Issued:
+        if cert.profile is not None:
+            self._check_profile(cert)
         key = keys.generate_key(cert.key_type)
         csr = keys.make_csr(key, cert.domains)
         poller = Poller(self.clock() + self.timeout, self.clock, self.sleep)
-        order = self.client.new_order(csr, cert.name)
+        order = self.client.new_order(csr, cert.name, profile=cert.profile, replaces=replaces)
         log.debug("%s: order %s is %s", cert.name, order.url, order.status)
         authzs = [self.client.authorization(url, cert.name) for url in order.authorizations]
         self._validate(cert, authzs, poller)
@@ -107,6 +109,15 @@ class Issuer:
         chain = keys.split_chain(self.client.download(order.certificate, cert.name), cert.name)
         keys.check_issued(chain, key, cert.domains, cert.name)
         return Issued(keys.key_to_pem(key), chain, order.url)
+
+    def _check_profile(self, cert: CertificateConfig) -> None:
+        offered = self.client.profiles()
+        if offered is None or cert.profile not in offered:
+            names = ", ".join(sorted(offered)) if offered else "none"
+            raise IssuanceError(
+                f"{cert.field('profile')}: the CA does not offer profile {cert.profile!r} "
+                f"(offered: {names}); pick one of those or remove profile"
+            )
 
     def _validate(
         self, cert: CertificateConfig, authzs: list[Authorization], poller: Poller

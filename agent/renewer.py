@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import commands, policy
+from . import ari, commands, policy
 from .config import CertificateConfig, Config
 from .errors import AccountError, AgentError, ConfigError
 from .store import LiveCertificate, Store
@@ -29,6 +30,17 @@ log = logging.getLogger(__name__)
 CHANGED = ("issued", "deployed")
 
 
+HOST = socket.gethostname()
+
+
+@dataclass(frozen=True)
+class Plan:
+    reason: str | None  # why the certificate is due now; None when it is not
+    next_time: datetime | None  # when it will be due (None when due now)
+    why: str  # what decided next_time: lifetime ratio, renew_before, ARI
+    ari: ari.AriState | None = None
+
+
 @dataclass(frozen=True)
 class Outcome:
     name: str
@@ -36,6 +48,7 @@ class Outcome:
     detail: str
     live_dir: Path | None = None
     not_after: datetime | None = None
+    next_time: datetime | None = None  # when the certificate is next due (if known)
 
     @property
     def failed(self) -> bool:
@@ -80,6 +93,10 @@ class Renewer:
         self._client: AcmeClient | None = None
         self._client_error: AgentError | None = None
         self._pre_hook_ran = False
+        self.solver: Solver | None = None  # the daemon keeps one responder up
+
+    def solver_for(self) -> Solver:
+        return self.solver if self.solver is not None else make_solver(self.config)
 
     def client(self) -> AcmeClient:
         """The account-bound client; protocol modules are imported only when needed."""
@@ -190,17 +207,55 @@ class Renewer:
             log.error("%s", err)
             return Outcome(cert.name, "failed", str(err))
 
+    def plan(self, cert: CertificateConfig, current: LiveCertificate | None, force: bool) -> Plan:
+        """Is ``cert`` due now (and why), and if not, when? Uses ARI when the CA offers it."""
+        now = self.clock()
+        current_facts = facts(current)
+        ari_state = None
+        if current is not None and current_facts is not None and not force:
+            ari_state = self._ari_state(cert, current, now)
+        window = ari_state.window() if ari_state else None
+        serial = f"{current.cert.serial_number:x}" if current else ""
+        rand = policy.stable_fraction(HOST, cert.name, serial)
+        reason = policy.due_reason(
+            cert.domains, cert.key_type, current_facts, now, force=force,
+            renew_before=cert.renew_before, ari=window, rand=rand,
+        )  # fmt: skip
+        if reason is not None or current_facts is None:
+            return Plan(reason, None, reason or "", ari_state)
+        when, why = policy.next_renewal(
+            current_facts, renew_before=cert.renew_before, ari=window, rand=rand
+        )
+        return Plan(None, when, why, ari_state)
+
+    def _ari_state(
+        self, cert: CertificateConfig, current: LiveCertificate, now: datetime
+    ) -> ari.AriState | None:
+        state = ari.load_state(self.store, cert.name)
+        serial = f"{current.cert.serial_number:x}"
+        if not ari.needs_refresh(state, serial, now):
+            return state
+        try:
+            fresh = ari.fetch(self.client(), current.cert, cert.name, now)
+        except (ConfigError, AccountError):
+            raise
+        except AgentError as err:
+            log.warning("%s: cannot check renewal information: %s", cert.name, err)
+            return state if state is not None and state.serial == serial else None
+        ari.save_state(self.store, cert.name, fresh)
+        return fresh
+
     def _process_locked(self, cert: CertificateConfig, force: bool) -> Outcome:
         current = self.store.current(cert.name)
-        reason = policy.due_reason(
-            cert.domains, cert.key_type, facts(current), self.clock(), force=force
-        )
+        plan = self.plan(cert, current, force)
         live = self.store.live_dir(cert.name)
-        if reason is None:
+        if plan.reason is None:
             assert current is not None
             return Outcome(
-                cert.name, "unchanged", "not due", live, current.cert.not_valid_after_utc
-            )
+                cert.name, "unchanged", f"not due; next renewal {plan.next_time:%Y-%m-%d %H:%M} "
+                f"UTC ({plan.why})", live, current.cert.not_valid_after_utc, plan.next_time,
+            )  # fmt: skip
+        reason = plan.reason
         log.info(
             "%s: obtaining a certificate for %s (%s)", cert.name, ", ".join(cert.domains), reason
         )
@@ -208,8 +263,14 @@ class Renewer:
 
         self._run_pre_hook()
         client = self.client()
-        issuer = Issuer(client, make_solver(self.config), self.config.acme.issuance_timeout)
-        issued = issuer.obtain(cert)
+        issuer = Issuer(client, self.solver_for(), self.config.acme.issuance_timeout)
+        replaces = None
+        if current is not None and client.supports_ari():
+            from .protocol import ari_cert_id
+
+            with contextlib.suppress(Exception):
+                replaces = ari_cert_id(current.cert)
+        issued = issuer.obtain(cert, replaces=replaces)
         folder = self.store.install(cert.name, issued.key_pem, issued.chain)
         not_after = issued.chain.cert.not_valid_after_utc
         serial = f"{issued.chain.cert.serial_number:x}"

@@ -29,6 +29,12 @@ class FakeClient:
     calls: list[str] = field(default_factory=list)
     answered: bool = False
     csr: bytes = b""
+    profile: str | None = None
+    replaces: str | None = None
+    offered: dict[str, str] | None = None
+
+    def profiles(self) -> dict[str, str] | None:
+        return self.offered
 
     def _order(self, status: str) -> OrderState:
         cert_url = "https://ca/cert/1" if status == "valid" else None
@@ -42,8 +48,11 @@ class FakeClient:
             self.retry_after,
         )
 
-    def new_order(self, csr_pem: bytes, subject: str) -> OrderState:
+    def new_order(
+        self, csr_pem: bytes, subject: str, profile: str | None = None, replaces: str | None = None
+    ) -> OrderState:
         self.csr = csr_pem
+        self.profile, self.replaces = profile, replaces
         self.calls.append("new_order")
         return self._order("pending")
 
@@ -164,3 +173,17 @@ def test_poller_never_sleeps_past_deadline() -> None:
 def test_fake_order_state_helper() -> None:
     state = FakeClient()._order("valid")
     assert replace(state, status="x").certificate == "https://ca/cert/1"
+
+
+def test_profile_checked_against_directory_and_sent() -> None:
+    cert = replace(CERT, profile="shortlived")
+    issuer, _ = issuer_for(FakeClient(offered={"classic": "", "shortlived": ""}), RecordingSolver())
+    issuer.obtain(cert, replaces="aki.serial")
+    client = issuer.client
+    assert isinstance(client, FakeClient)
+    assert (client.profile, client.replaces) == ("shortlived", "aki.serial")
+    issuer, _ = issuer_for(FakeClient(offered={"classic": ""}), RecordingSolver())
+    with pytest.raises(
+        IssuanceError, match="does not offer profile 'shortlived' .offered: classic"
+    ):
+        issuer.obtain(cert)
