@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import selectors
 import socket
 import threading
 from collections.abc import Sequence
@@ -25,8 +26,6 @@ log = logging.getLogger(__name__)
 CHALLENGE_PATH = "/.well-known/acme-challenge/"
 # A slow or idle client must not hold a responder thread for long.
 CLIENT_TIMEOUT = 10.0
-# How often serve_forever checks for shutdown; the default 0.5 s slows every issuance.
-SHUTDOWN_POLL = 0.02
 
 
 class Solver(Protocol):
@@ -73,28 +72,39 @@ class _ResponderServer(ThreadingHTTPServer):
     tokens: dict[str, str]
 
 
-class StandaloneSolver:
-    """Answers HTTP-01 on ``host:port``; the socket is open only between present and cleanup."""
+class Responder:
+    """An HTTP-01 responder on ``host:port``. It sleeps in ``select`` until a request or
+    ``close()`` arrives (a socketpair wakes it): no polling, so an idle daemon costs nothing."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
+        self.tokens: dict[str, str] = {}
         self._server: _ResponderServer | None = None
         self._thread: threading.Thread | None = None
+        self._wake: tuple[socket.socket, socket.socket] | None = None
 
-    def present(self, challenges: Sequence[Challenge]) -> None:
-        if self._server is None:
-            self._server = self._bind()
-            self._server.tokens = {}
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": SHUTDOWN_POLL},
-                name="http01-responder",
-                daemon=True,
-            )
-            self._thread.start()
-        for challenge in challenges:
-            self._server.tokens[challenge.token] = challenge.key_authorization
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> None:
+        self._server = self._bind()
+        self._server.tokens = self.tokens
+        self._wake = socket.socketpair()
+        self._thread = threading.Thread(target=self._serve, name="http01-responder", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        assert self._server is not None and self._wake is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._server.socket, selectors.EVENT_READ, "accept")
+            selector.register(self._wake[0], selectors.EVENT_READ, "wake")
+            while True:
+                for key, _ in selector.select():
+                    if key.data == "wake":
+                        return
+                    self._server._handle_request_noblock()
 
     def _bind(self) -> _ResponderServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -112,12 +122,57 @@ class StandaloneSolver:
                 f"cannot listen on {self.host}:{self.port} for HTTP-01 ({err.strerror}): {hint}"
             ) from None
 
-    def cleanup(self) -> None:
+    def add(self, challenges: Sequence[Challenge]) -> None:
+        for challenge in challenges:
+            self.tokens[challenge.token] = challenge.key_authorization
+
+    def remove(self, challenges: Sequence[Challenge]) -> None:
+        for challenge in challenges:
+            self.tokens.pop(challenge.token, None)
+
+    def close(self) -> None:
+        if self._wake is not None:
+            self._wake[1].send(b"x")
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         if self._server is not None:
-            self._server.shutdown()
             self._server.server_close()
-        self._server = None
-        self._thread = None
+        if self._wake is not None:
+            for sock in self._wake:
+                sock.close()
+        self._server = self._thread = self._wake = None
+
+
+class StandaloneSolver:
+    """Answers HTTP-01 on ``host:port``; the socket is open only between present and cleanup."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._responder = Responder(host, port)
+
+    def present(self, challenges: Sequence[Challenge]) -> None:
+        if not self._responder.running:
+            self._responder.start()
+        self._responder.add(challenges)
+
+    def cleanup(self) -> None:
+        self._responder.close()
+        self._responder.tokens.clear()
+
+
+class SharedResponderSolver:
+    """For the daemon: one responder stays up; each issuance adds and removes its tokens."""
+
+    def __init__(self, responder: Responder) -> None:
+        self._responder = responder
+        self._mine: list[Challenge] = []
+
+    def present(self, challenges: Sequence[Challenge]) -> None:
+        self._mine += challenges
+        self._responder.add(challenges)
+
+    def cleanup(self) -> None:
+        self._responder.remove(self._mine)
+        self._mine.clear()
 
 
 class WebrootSolver:

@@ -1,4 +1,5 @@
-"""Policy, then protocol, then store, for each certificate. Shared by ``renew`` and the daemon.
+"""Policy, then protocol, then store, then deploy, for each certificate. Shared by
+``renew`` and the daemon.
 
 One certificate's failure never stops the others; each outcome is reported separately.
 """
@@ -8,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,11 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-
 # Outcomes that changed what is in service (for the post hook's ACME_AGENT_RENEWED).
 CHANGED = ("issued", "deployed")
-
-
+# Jitter differs between hosts (and certificates) but is stable across runs.
 HOST = socket.gethostname()
 
 
@@ -53,6 +53,15 @@ class Outcome:
     @property
     def failed(self) -> bool:
         return self.status == "failed"
+
+
+@dataclass
+class _Run:
+    """State of one run (one `renew`, or one daemon job): hooks and a failed account."""
+
+    pre_hook_ran: bool = False
+    client_error: AgentError | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def facts(current: LiveCertificate | None) -> policy.CertFacts | None:
@@ -79,38 +88,39 @@ def make_solver(config: Config) -> Solver:
 
 
 class Renewer:
-    """Runs the certificates of one configuration; the ACME client is opened lazily."""
+    """Runs the certificates of one configuration; the ACME client is opened lazily, once,
+    and shared by threads (the daemon runs several certificates at once)."""
 
     def __init__(
         self,
         config: Config,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        solver_factory: Callable[[], Solver] | None = None,
     ) -> None:
         self.config = config
         self.store = Store(config.state_dir)
         self.clock = clock
+        self.solver_factory = solver_factory or (lambda: make_solver(config))
         self._client: AcmeClient | None = None
-        self._client_error: AgentError | None = None
-        self._pre_hook_ran = False
-        self.solver: Solver | None = None  # the daemon keeps one responder up
+        self._client_lock = threading.Lock()
 
-    def solver_for(self) -> Solver:
-        return self.solver if self.solver is not None else make_solver(self.config)
+    def client(self, run: _Run | None = None) -> AcmeClient:
+        """The account-bound client; protocol modules are imported only when needed.
+        Within one run a failed registration is not retried for every certificate."""
+        if run is not None and run.client_error is not None:
+            raise run.client_error
+        with self._client_lock:
+            if self._client is None:
+                from .account import open_client
 
-    def client(self) -> AcmeClient:
-        """The account-bound client; protocol modules are imported only when needed."""
-        if self._client_error is not None:
-            raise self._client_error  # one failed registration per run, not one per certificate
-        if self._client is None:
-            from .account import open_client
-
-            try:
-                self._client = open_client(self.config.acme, self.store)
-            except AgentError as err:
-                self._client_error = err
-                raise
-        return self._client
+                try:
+                    self._client = open_client(self.config.acme, self.store)
+                except AgentError as err:
+                    if run is not None:
+                        run.client_error = err
+                    raise
+            return self._client
 
     def select(self, names: Iterable[str]) -> list[CertificateConfig]:
         wanted = list(dict.fromkeys(names))
@@ -127,58 +137,24 @@ class Renewer:
     def run(self, certs: list[CertificateConfig], *, force: bool = False) -> list[Outcome]:
         """Issue what is due, then deploy what is new (or failed to deploy before), then
         the post hook. The pre hook runs once, before the first issuance or deployment."""
-        self._pre_hook_ran = False
-        outcomes = {cert.name: self.process(cert, force=force) for cert in certs}
-        pending = [c for c in certs if self._deploy_pending(c, outcomes[c.name])]
+        from .deploy_runner import deploy_pending, pending_deployments
+
+        run = _Run()
+        outcomes = {cert.name: self.process(cert, run, force=force) for cert in certs}
+        pending = pending_deployments(self.store, certs, outcomes)
         if pending:
-            self._run_pre_hook()
-            for name, outcome in self._deploy(pending, outcomes).items():
-                outcomes[name] = outcome
+            self.run_pre_hook(run)
+            outcomes.update(deploy_pending(self.store, pending, outcomes))
         results = list(outcomes.values())
-        if self._pre_hook_ran:
+        if run.pre_hook_ran:
             self._run_post_hook(results)
         return results
 
-    def _deploy_pending(self, cert: CertificateConfig, outcome: Outcome) -> bool:
-        if cert.deploy is None or outcome.failed:
-            return False
-        folder = self.store.live_folder(cert.name)
-        return folder is not None and self.store.deployed_version(cert.name) != folder.name
-
-    def _deploy(
-        self, certs: list[CertificateConfig], outcomes: dict[str, Outcome]
-    ) -> dict[str, Outcome]:
-        from .deploy import Deployer, DeployItem
-
-        with contextlib.ExitStack() as stack:
-            for cert in sorted(certs, key=lambda c: c.name):  # one order: no deadlock
-                stack.enter_context(self.store.lock(cert.name))
-            items = []
-            for cert in certs:
-                folder = self.store.live_folder(cert.name)
-                current = self.store.current(cert.name)
-                if folder is not None and current is not None:
-                    items.append(DeployItem(cert, folder, current.cert.serial_number))
-            result = Deployer().deploy(items)
-            updated = {}
-            for item in items:
-                name, before = item.cert.name, outcomes[item.cert.name]
-                if name in result.errors:
-                    detail = f"issued, not deployed: {result.errors[name]}"
-                    updated[name] = replace(before, status="failed", detail=detail)
-                    continue
-                self.store.mark_deployed(name, item.folder.name)
-                status = "issued" if before.status == "issued" else "deployed"
-                detail = before.detail if status == "issued" else "pending deployment completed"
-                if name in result.hook_errors:
-                    status, detail = "failed", f"deployed, but {result.hook_errors[name]}"
-                updated[name] = replace(before, status=status, detail=detail)
-        return updated
-
-    def _run_pre_hook(self) -> None:
-        if self._pre_hook_ran:
-            return
-        self._pre_hook_ran = True
+    def run_pre_hook(self, run: _Run) -> None:
+        with run.lock:
+            if run.pre_hook_ran:
+                return
+            run.pre_hook_ran = True
         hooks = self.config.hooks
         if hooks.pre:
             outcome = commands.run(hooks.pre, hooks.timeout)
@@ -197,22 +173,24 @@ class Renewer:
         if not outcome.ok:
             log.error("post hook failed: %s", outcome.summary)
 
-    def process(self, cert: CertificateConfig, *, force: bool = False) -> Outcome:
+    def process(self, cert: CertificateConfig, run: _Run, *, force: bool = False) -> Outcome:
         try:
             with self.store.lock(cert.name):
-                return self._process_locked(cert, force)
+                return self._process_locked(cert, run, force)
         except (ConfigError, AccountError):
             raise  # the whole run is misconfigured (e.g. EAB): stop, exit 2
         except AgentError as err:
             log.error("%s", err)
             return Outcome(cert.name, "failed", str(err))
 
-    def plan(self, cert: CertificateConfig, current: LiveCertificate | None, force: bool) -> Plan:
+    def plan(
+        self, cert: CertificateConfig, current: LiveCertificate | None, *, force: bool = False
+    ) -> Plan:
         """Is ``cert`` due now (and why), and if not, when? Uses ARI when the CA offers it."""
         now = self.clock()
         current_facts = facts(current)
         ari_state = None
-        if current is not None and current_facts is not None and not force:
+        if current is not None and not force:
             ari_state = self._ari_state(cert, current, now)
         window = ari_state.window() if ari_state else None
         serial = f"{current.cert.serial_number:x}" if current else ""
@@ -245,40 +223,36 @@ class Renewer:
         ari.save_state(self.store, cert.name, fresh)
         return fresh
 
-    def _process_locked(self, cert: CertificateConfig, force: bool) -> Outcome:
+    def _process_locked(self, cert: CertificateConfig, run: _Run, force: bool) -> Outcome:
         current = self.store.current(cert.name)
-        plan = self.plan(cert, current, force)
+        plan = self.plan(cert, current, force=force)
         live = self.store.live_dir(cert.name)
         if plan.reason is None:
-            assert current is not None
-            return Outcome(
-                cert.name, "unchanged", f"not due; next renewal {plan.next_time:%Y-%m-%d %H:%M} "
-                f"UTC ({plan.why})", live, current.cert.not_valid_after_utc, plan.next_time,
-            )  # fmt: skip
-        reason = plan.reason
-        log.info(
-            "%s: obtaining a certificate for %s (%s)", cert.name, ", ".join(cert.domains), reason
-        )
+            assert current is not None and plan.next_time is not None
+            detail = f"not due; next renewal {plan.next_time:%Y-%m-%d %H:%M} UTC ({plan.why})"
+            not_after = current.cert.not_valid_after_utc
+            return Outcome(cert.name, "unchanged", detail, live, not_after, plan.next_time)
+        log.info("%s: obtaining a certificate for %s (%s)", cert.name, ", ".join(cert.domains),
+                 plan.reason)  # fmt: skip
         from .issuer import Issuer
 
-        self._run_pre_hook()
-        client = self.client()
-        issuer = Issuer(client, self.solver_for(), self.config.acme.issuance_timeout)
-        replaces = None
-        if current is not None and client.supports_ari():
-            from .protocol import ari_cert_id
-
-            with contextlib.suppress(Exception):
-                replaces = ari_cert_id(current.cert)
-        issued = issuer.obtain(cert, replaces=replaces)
+        self.run_pre_hook(run)
+        client = self.client(run)
+        issuer = Issuer(client, self.solver_factory(), self.config.acme.issuance_timeout)
+        issued = issuer.obtain(cert, replaces=_replaces(client, current))
         folder = self.store.install(cert.name, issued.key_pem, issued.chain)
         not_after = issued.chain.cert.not_valid_after_utc
-        serial = f"{issued.chain.cert.serial_number:x}"
-        log.info(
-            "%s: installed serial %s, valid until %s (%s)",
-            cert.name,
-            serial,
-            not_after.isoformat(),
-            folder,
-        )
-        return Outcome(cert.name, "issued", reason, live, not_after)
+        log.info("%s: installed serial %x, valid until %s (%s)", cert.name,
+                 issued.chain.cert.serial_number, not_after.isoformat(), folder)  # fmt: skip
+        return Outcome(cert.name, "issued", plan.reason, live, not_after)
+
+
+def _replaces(client: AcmeClient, current: LiveCertificate | None) -> str | None:
+    """The ARI id of the certificate being replaced, when the CA speaks ARI."""
+    if current is None or not client.supports_ari():
+        return None
+    from .protocol import ari_cert_id
+
+    with contextlib.suppress(ValueError, LookupError):
+        return ari_cert_id(current.cert)
+    return None

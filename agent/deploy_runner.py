@@ -1,0 +1,58 @@
+"""Which certificates need deploying, and deploying them under their locks."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from .config import CertificateConfig
+from .store import Store
+
+if TYPE_CHECKING:
+    from .renewer import Outcome
+
+
+def pending_deployments(
+    store: Store, certs: Sequence[CertificateConfig], outcomes: dict[str, Outcome]
+) -> list[CertificateConfig]:
+    """Certificates with a deploy table whose live version is not the deployed one."""
+    pending = []
+    for cert in certs:
+        if cert.deploy is None or outcomes[cert.name].failed:
+            continue
+        folder = store.live_folder(cert.name)
+        if folder is not None and store.deployed_version(cert.name) != folder.name:
+            pending.append(cert)
+    return pending
+
+
+def deploy_pending(
+    store: Store, certs: list[CertificateConfig], outcomes: dict[str, Outcome]
+) -> dict[str, Outcome]:
+    from .deploy import Deployer, DeployItem
+
+    with contextlib.ExitStack() as stack:
+        for cert in sorted(certs, key=lambda c: c.name):  # one order: no deadlock
+            stack.enter_context(store.lock(cert.name))
+        items = []
+        for cert in certs:
+            folder, current = store.live_folder(cert.name), store.current(cert.name)
+            if folder is not None and current is not None:
+                items.append(DeployItem(cert, folder, current.cert.serial_number))
+        result = Deployer().deploy(items)
+        updated = {}
+        for item in items:
+            name, before = item.cert.name, outcomes[item.cert.name]
+            if name in result.errors:
+                detail = f"issued, not deployed: {result.errors[name]}"
+                updated[name] = replace(before, status="failed", detail=detail)
+                continue
+            store.mark_deployed(name, item.folder.name)
+            status = "issued" if before.status == "issued" else "deployed"
+            detail = before.detail if status == "issued" else "pending deployment completed"
+            if name in result.hook_errors:
+                status, detail = "failed", f"deployed, but {result.hook_errors[name]}"
+            updated[name] = replace(before, status=status, detail=detail)
+    return updated
