@@ -62,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
         "stored one, and print its URL. EAB credentials are used only once.",
     )
 
+    commands.add_parser(
+        "run",
+        help="run as a daemon: renew on schedule, reload configuration on change",
+        description="Run in the foreground as a daemon (for systemd: Type=notify). Obtains "
+        "missing certificates at start, renews each at its time (lifetime ratio, renew_before "
+        "or the CA's ARI window), retries failures with backoff, watches the config file and "
+        "certs_dir (SIGHUP reloads too), and stops cleanly on SIGTERM.",
+    )
+
     demo = commands.add_parser(
         "demo",
         help="run the whole job against a local pebble CA on loopback",
@@ -86,6 +95,7 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     # The acme library logs whole JWS bodies at DEBUG; only -vv shows them.
     logging.getLogger("acme").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,7 +118,12 @@ def run_command(args: argparse.Namespace) -> int:
         from .demo import run_demo
 
         return run_demo(args.dir)
-    config = load(resolve_config_path(args.config))
+    path = resolve_config_path(args.config)
+    if args.command == "run":
+        from .daemon import run_daemon
+
+        return run_daemon(path)
+    config = load(path)
     if args.command == "register":
         return cmd_register(config)
     return cmd_renew(config, args.cert, args.force)

@@ -27,7 +27,7 @@ from . import commands
 from .config import CertificateConfig
 from .deploy_config import CERT_MODE, DeployConfig
 from .errors import StoreError
-from .store import write_file_atomic
+from .store import SWAP_LOCK, write_file_atomic
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,8 @@ class Deployer:
             for path, data, mode in target_files(config, item.folder):
                 backups.append(_backup(path))
                 path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-                write_file_atomic(path, data, mode, uid, gid)
+                with SWAP_LOCK:
+                    write_file_atomic(path, data, mode, uid, gid)
         except (StoreError, OSError):
             _restore(backups)
             raise

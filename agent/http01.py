@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import selectors
 import socket
 import threading
@@ -20,6 +21,7 @@ from typing import Protocol
 
 from .errors import ConfigError, IssuanceError
 from .protocol import TOKEN_RE, Challenge
+from .store import write_file_atomic
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ class _Handler(BaseHTTPRequestHandler):
         token = (
             self.path.removeprefix(CHALLENGE_PATH) if self.path.startswith(CHALLENGE_PATH) else ""
         )
-        body = self.server.tokens.get(token) if TOKEN_RE.match(token) else None
+        body = self.server.lookup(token) if TOKEN_RE.match(token) else None
         if body is None:
             self.send_error(404)
             return
@@ -70,15 +72,28 @@ class _ResponderServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     tokens: dict[str, str]
+    tokens_dir: Path | None = None
+
+    def lookup(self, token: str) -> str | None:
+        """A token of ours, or one another acme-agent process handed over in tokens_dir."""
+        if token in self.tokens:
+            return self.tokens[token]
+        if self.tokens_dir is None:
+            return None
+        try:
+            return (self.tokens_dir / token).read_text()
+        except (OSError, UnicodeDecodeError):
+            return None
 
 
 class Responder:
     """An HTTP-01 responder on ``host:port``. It sleeps in ``select`` until a request or
     ``close()`` arrives (a socketpair wakes it): no polling, so an idle daemon costs nothing."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, tokens_dir: Path | None = None) -> None:
         self.host = host
         self.port = port
+        self.tokens_dir = tokens_dir
         self.tokens: dict[str, str] = {}
         self._server: _ResponderServer | None = None
         self._thread: threading.Thread | None = None
@@ -91,9 +106,13 @@ class Responder:
     def start(self) -> None:
         self._server = self._bind()
         self._server.tokens = self.tokens
+        self._server.tokens_dir = self.tokens_dir
         self._wake = socket.socketpair()
         self._thread = threading.Thread(target=self._serve, name="http01-responder", daemon=True)
         self._thread.start()
+        if self.tokens_dir is not None:
+            owner = f"{os.getpid()} {self.host} {self.port}\n".encode()
+            write_file_atomic(self.tokens_dir / OWNER_FILE, owner, 0o600)
 
     def _serve(self) -> None:
         assert self._server is not None and self._wake is not None
@@ -131,6 +150,9 @@ class Responder:
             self.tokens.pop(challenge.token, None)
 
     def close(self) -> None:
+        if self.tokens_dir is not None and self._server is not None:
+            with contextlib.suppress(OSError):
+                (self.tokens_dir / OWNER_FILE).unlink()
         if self._wake is not None:
             self._wake[1].send(b"x")
         if self._thread is not None:
@@ -144,19 +166,54 @@ class Responder:
 
 
 class StandaloneSolver:
-    """Answers HTTP-01 on ``host:port``; the socket is open only between present and cleanup."""
+    """Answers HTTP-01 on ``host:port``; the socket is open only between present and cleanup.
 
-    def __init__(self, host: str, port: int) -> None:
+    When the port is held by a running ``acme-agent run`` on this host (its responder stays
+    up), the tokens are handed to it as files in ``tokens_dir`` instead.
+    """
+
+    def __init__(self, host: str, port: int, tokens_dir: Path | None = None) -> None:
         self._responder = Responder(host, port)
+        self._tokens_dir = tokens_dir
+        self._handover = WebrootSolver.into(tokens_dir) if tokens_dir else None
+        self._handed_over = False
 
     def present(self, challenges: Sequence[Challenge]) -> None:
-        if not self._responder.running:
-            self._responder.start()
-        self._responder.add(challenges)
+        if not self._responder.running and not self._handed_over:
+            try:
+                self._responder.start()
+            except IssuanceError:
+                if self._tokens_dir is None or not _daemon_serves(
+                    self._tokens_dir, self._responder.host, self._responder.port
+                ):
+                    raise
+                log.info("HTTP-01 port held by the running acme-agent; handing tokens to it")
+                self._handed_over = True
+        if self._handed_over:
+            assert self._handover is not None
+            self._handover.present(challenges)
+        else:
+            self._responder.add(challenges)
 
     def cleanup(self) -> None:
         self._responder.close()
         self._responder.tokens.clear()
+        if self._handover is not None:
+            self._handover.cleanup()
+        self._handed_over = False
+
+
+OWNER_FILE = ".responder"  # in tokens_dir: "pid host port" of the daemon's responder
+
+
+def _daemon_serves(tokens_dir: Path, host: str, port: int) -> bool:
+    """Is a live acme-agent daemon's responder serving tokens_dir on host:port?"""
+    try:
+        pid_text, owner_host, owner_port = (tokens_dir / OWNER_FILE).read_text().split()
+        os.kill(int(pid_text), 0)
+    except (OSError, ValueError):
+        return False
+    return (owner_host, int(owner_port)) == (host, port)
 
 
 class SharedResponderSolver:
@@ -181,6 +238,13 @@ class WebrootSolver:
     def __init__(self, webroot: Path) -> None:
         self.folder = webroot / ".well-known" / "acme-challenge"
         self._written: list[Path] = []
+
+    @classmethod
+    def into(cls, folder: Path) -> WebrootSolver:
+        """Token files directly in ``folder`` (the daemon's hand-over directory)."""
+        solver = cls(folder)
+        solver.folder = folder
+        return solver
 
     def present(self, challenges: Sequence[Challenge]) -> None:
         try:

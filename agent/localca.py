@@ -204,7 +204,14 @@ class LocalCA:
         path.chmod(0o600)
 
     def _start_pebble(self, dns_port: int) -> None:
-        env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", **self.env}
+        # Defaults: validate at once, accept every nonce, never reuse authorizations (so a
+        # challenge is always asked for unless a test says otherwise).
+        env = {
+            "PEBBLE_VA_NOSLEEP": "1",
+            "PEBBLE_WFE_NONCEREJECT": "0",
+            "PEBBLE_AUTHZREUSE": "0",
+            **self.env,
+        }
         argv = [
             "pebble",
             "-config",

@@ -84,7 +84,8 @@ def make_solver(config: Config) -> Solver:
         return WebrootSolver(http01.webroot)
     if http01.mode == "none":
         return NoSolver()
-    return StandaloneSolver(http01.listen_host, http01.listen_port)
+    tokens_dir = config.state_dir / "http01"
+    return StandaloneSolver(http01.listen_host, http01.listen_port, tokens_dir)
 
 
 class Renewer:

@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,9 @@ from cryptography import x509
 from . import keys
 from .errors import StoreError
 
+# Held while files that readers use are being swapped; the daemon takes it before a forced
+# exit so that it never leaves in the middle of one.
+SWAP_LOCK = threading.Lock()
 PEM_FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
 _VERSION_RE = re.compile(r"^\d{4,}$")
 _TMP_PREFIX = ".tmp-"
@@ -188,6 +192,10 @@ class Store:
 
     def install(self, name: str, key_pem: bytes, chain: keys.IssuedChain) -> Path:
         """Archive a new issuance and make it live in one atomic step; returns its folder."""
+        with SWAP_LOCK:
+            return self._install(name, key_pem, chain)
+
+    def _install(self, name: str, key_pem: bytes, chain: keys.IssuedChain) -> Path:
         archive = self.private_dir("archive", name)
         self._remove_leftovers(archive)
         staging = archive / f"{_TMP_PREFIX}{secrets.token_hex(6)}"

@@ -1,0 +1,334 @@
+"""``acme-agent run``: renew on schedule, reload configuration on change, speak to systemd.
+
+- One APScheduler job per certificate, at its next renewal time (lifetime ratio,
+  ``renew_before`` or the CA's ARI window); missing certificates are obtained at start.
+- A failed attempt is retried with exponential backoff and jitter, never later than the
+  certificate's remaining life allows, louder as expiry approaches, and never given up.
+- The main config file and ``certs_dir`` are watched (watchdog, debounced); SIGHUP does the
+  same. An invalid edit is logged with file and field and the previous config stays.
+- Signal handlers only set flags; the main thread acts on them. SIGTERM/SIGINT: stop taking
+  work, let file swaps finish, exit within SHUTDOWN_GRACE seconds.
+No ACME code here: each job calls the same Renewer as ``acme-agent renew``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from . import policy, sdnotify
+from .config import CertificateConfig, Config, load
+from .errors import AgentError, ConfigError
+from .renewer import Renewer, facts
+from .store import SWAP_LOCK
+
+log = logging.getLogger(__name__)
+
+# Jobs that start within this long after their time still run (e.g. after a suspend).
+MISFIRE_GRACE = 3600
+# Several certificates may be worked on at once (new hosts, mass renewal via ARI).
+MAX_CONCURRENT = 4
+# Coalesce bursts of file events (editors write several times) into one reload.
+RELOAD_DEBOUNCE = 0.5
+# SIGTERM: in-flight work gets this long; swaps are atomic, so stopping later is safe too.
+SHUTDOWN_GRACE = 8.0
+
+
+@dataclass
+class CertState:
+    failures: int = 0
+    next_run: datetime | None = None
+    last_error: str = ""
+
+
+class Daemon:
+    def __init__(self, config_path: Path, config: Config) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.states: dict[str, CertState] = {}
+        self.wake = threading.Event()
+        self.stop_requested = False
+        self.reload_requested = False
+        self._responder: Any = None
+        self._observer: Any = None
+        self._debounce: threading.Timer | None = None
+        self._running_jobs = 0
+        self._jobs_lock = threading.Lock()
+        self.renewer = self._make_renewer(config)
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(MAX_CONCURRENT)},
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": MISFIRE_GRACE,
+            },
+        )
+
+    # -- set-up -------------------------------------------------------------------------
+    def _make_renewer(self, config: Config) -> Renewer:
+        """A renewer whose HTTP-01 tokens are served by one responder that stays up."""
+        factory = None
+        if config.http01.mode == "standalone":
+            from .http01 import Responder, SharedResponderSolver
+
+            if self._responder is not None:
+                self._responder.close()
+            tokens_dir = Renewer(config).store.private_dir("http01")
+            responder = Responder(config.http01.listen_host, config.http01.listen_port, tokens_dir)
+            try:
+                responder.start()
+                self._responder = responder
+                factory = lambda: SharedResponderSolver(responder)  # noqa: E731
+                log.info("HTTP-01 responder listening on %s:%s", responder.host, responder.port)
+            except AgentError as err:
+                self._responder = None
+                log.error("%s; binding only while a challenge is pending instead", err)
+        return Renewer(config, solver_factory=factory)
+
+    def _install_signals(self) -> None:
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            self.stop_requested = True
+            self.wake.set()
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            self.reload_requested = True
+            self.wake.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def _watch(self) -> None:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        daemon = self
+        watched_file = self.config_path.resolve()
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                paths = {Path(str(event.src_path)), Path(str(getattr(event, "dest_path", "")))}
+                if any(daemon._is_config_path(p, watched_file) for p in paths):
+                    daemon._request_reload_debounced()
+
+        observer = Observer()
+        observer.schedule(Handler(), str(watched_file.parent), recursive=False)
+        certs_dir = self.config.certs_dir
+        if certs_dir is not None and certs_dir.resolve() != watched_file.parent:
+            observer.schedule(Handler(), str(certs_dir.resolve()), recursive=False)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def _is_config_path(self, path: Path, config_file: Path) -> bool:
+        if path == config_file:
+            return True
+        certs_dir = self.config.certs_dir
+        return (
+            certs_dir is not None and path.parent == certs_dir.resolve() and path.suffix == ".toml"
+        )
+
+    def _request_reload_debounced(self) -> None:
+        if self._debounce is not None:
+            self._debounce.cancel()
+
+        def fire() -> None:
+            self.reload_requested = True
+            self.wake.set()
+
+        self._debounce = threading.Timer(RELOAD_DEBOUNCE, fire)
+        self._debounce.daemon = True
+        self._debounce.start()
+
+    # -- scheduling ---------------------------------------------------------------------
+    def schedule(self, name: str, when: datetime) -> None:
+        from apscheduler.triggers.date import DateTrigger
+
+        self.states.setdefault(name, CertState()).next_run = when
+        self.scheduler.add_job(
+            self._job, DateTrigger(run_date=when), args=[name], id=name, replace_existing=True
+        )
+
+    def schedule_all(self) -> None:
+        for cert in self.config.certificates:
+            self.schedule_next(cert)
+
+    def schedule_next(self, cert: CertificateConfig) -> None:
+        """At the certificate's next renewal time (now when missing or due), or at the next
+        ARI check when that comes first."""
+        now = datetime.now(UTC)
+        try:
+            plan = self.renewer.plan(cert, self.renewer.store.current(cert.name))
+        except AgentError as err:
+            log.error("%s: cannot plan renewal: %s", cert.name, err)
+            self._schedule_retry(cert, str(err))
+            return
+        when = plan.next_time or now
+        if plan.ari is not None and plan.ari.supported and plan.ari.next_check < when:
+            when = plan.ari.next_check
+        self.schedule(cert.name, max(when, now))
+        if plan.next_time is not None:
+            log.info("%s: next renewal %s (%s)", cert.name, plan.next_time.isoformat(), plan.why)
+
+    def _schedule_retry(self, cert: CertificateConfig, error: str) -> None:
+        state = self.states.setdefault(cert.name, CertState())
+        state.failures += 1
+        state.last_error = error
+        now = datetime.now(UTC)
+        current = facts(self.renewer.store.current(cert.name))
+        time_left = current.not_after - now if current else timedelta(0)
+        delay = policy.backoff(state.failures, time_left, random.random())
+        level = policy.failure_log_level(current, now)
+        log.log(level, "%s: attempt %d failed; retrying in %s (%s left on the certificate "
+                "in service)", cert.name, state.failures, _human(delay),
+                _human(time_left) if current else "no certificate")  # fmt: skip
+        self.schedule(cert.name, now + delay)
+
+    def _job(self, name: str) -> None:
+        with self._jobs_lock:
+            self._running_jobs += 1
+        try:
+            self._renew_one(name)
+        finally:
+            with self._jobs_lock:
+                self._running_jobs -= 1
+            self.wake.set()  # refresh STATUS
+
+    def _renew_one(self, name: str) -> None:
+        if self.stop_requested:
+            return
+        cert = self.config.certificate(name)
+        if cert is None:
+            return  # removed from the configuration meanwhile
+        try:
+            outcome = self.renewer.run([cert])[0]
+        except AgentError as err:  # account or config trouble: retry like any failure
+            log.error("%s: %s", name, err)
+            self._schedule_retry(cert, str(err))
+            return
+        current = self.config.certificate(name)  # the config may have changed meanwhile
+        if current is None:
+            return
+        if outcome.failed:
+            self._schedule_retry(current, outcome.detail)
+            return
+        self.states.setdefault(name, CertState()).failures = 0
+        self.schedule_next(current)
+
+    # -- reload -------------------------------------------------------------------------
+    def reload(self) -> None:
+        self.reload_requested = False
+        sdnotify.notify("RELOADING=1")
+        try:
+            new = load(self.config_path)
+        except ConfigError as err:
+            log.error("configuration not reloaded: %s; the previous configuration stays in force",
+                      err)  # fmt: skip
+            sdnotify.notify("READY=1")
+            return
+        old = self.config
+        self.config = new
+        if (new.acme, new.http01, new.state_dir) != (old.acme, old.http01, old.state_dir):
+            self.renewer = self._make_renewer(new)
+        else:
+            self.renewer.config = new
+        old_certs = {c.name: c for c in old.certificates}
+        for name in old_certs.keys() - {c.name for c in new.certificates}:
+            log.info("%s: removed from the configuration; unscheduled (its files stay)", name)
+            if self.scheduler.get_job(name):
+                self.scheduler.remove_job(name)
+            self.states.pop(name, None)
+        for cert in new.certificates:
+            before = old_certs.get(cert.name)
+            if before != cert:
+                log.info("%s: %s", cert.name, "added" if before is None else "changed")
+                self.schedule_next(cert)
+        if new.certs_dir != old.certs_dir and self._observer is not None:
+            self._observer.stop()
+            self._watch()
+        log.info("configuration reloaded: %d certificates", len(new.certificates))
+        sdnotify.notify("READY=1", self.status_line())
+
+    # -- main loop ----------------------------------------------------------------------
+    def status_line(self) -> str:
+        upcoming = [(s.next_run, n) for n, s in self.states.items() if s.next_run is not None]
+        failing = sum(1 for s in self.states.values() if s.failures)
+        if not upcoming:
+            return f"STATUS={len(self.config.certificates)} certificates, nothing scheduled"
+        when, name = min(upcoming)
+        text = (
+            f"{len(self.config.certificates)} certificates; "
+            f"next: {name} at {when:%Y-%m-%d %H:%M:%S} UTC"
+        )
+        return f"STATUS={text}" + (f"; {failing} failing" if failing else "")
+
+    def run(self) -> int:
+        self._install_signals()
+        self.scheduler.start()
+        self.schedule_all()
+        self._watch()
+        sdnotify.notify("READY=1", self.status_line())
+        log.info("acme-agent running with %d certificates (pid %d)",
+                 len(self.config.certificates), os.getpid())  # fmt: skip
+        interval = sdnotify.watchdog_interval()
+        while not self.stop_requested:
+            self.wake.wait(timeout=interval)
+            self.wake.clear()
+            if self.stop_requested:
+                break
+            if self.reload_requested:
+                self.reload()
+            sdnotify.notify("WATCHDOG=1", self.status_line())
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        log.info("stopping")
+        sdnotify.notify("STOPPING=1")
+        self.scheduler.shutdown(wait=False)
+        if self._observer is not None:
+            self._observer.stop()
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while self._running_jobs and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._running_jobs:
+            # Work still in flight: wait for any file swap to finish, then leave. Every
+            # write is atomic, so the next start picks up from a consistent state.
+            SWAP_LOCK.acquire(timeout=SHUTDOWN_GRACE)
+            log.warning("exiting with %d renewals unfinished; they resume at next start",
+                        self._running_jobs)  # fmt: skip
+            logging.shutdown()
+            os._exit(0)
+        if self._responder is not None:
+            self._responder.close()
+        return 0
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    if seconds >= 86400:
+        return f"{sign}{seconds // 86400}d{seconds % 86400 // 3600}h"
+    if seconds >= 3600:
+        return f"{sign}{seconds // 3600}h{seconds % 3600 // 60}m"
+    if seconds >= 60:
+        return f"{sign}{seconds // 60}m{seconds % 60}s"
+    return f"{sign}{seconds}s"
+
+
+def run_daemon(config_path: Path) -> int:
+    config = load(config_path)  # a bad config at start is exit 2, like every command
+    return Daemon(config_path, config).run()
