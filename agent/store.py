@@ -74,9 +74,9 @@ def write_file_atomic(path: Path, data: bytes, mode: int, uid: int = -1, gid: in
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
+            os.fchmod(fd, mode)  # the umask may have narrowed it; before chown (no CAP_FOWNER)
             if uid != -1 or gid != -1:
                 os.fchown(fd, uid, gid)
-            os.fchmod(fd, mode)  # the umask may have narrowed it
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
