@@ -155,7 +155,7 @@ def cmd_renew(config: Config, names: list[str], force: bool) -> int:
         elif outcome.status == "deployed":
             line += f" ({outcome.detail})"
         elif outcome.status == "unchanged":
-            line += f"; valid until {outcome.not_after:%Y-%m-%d %H:%M} UTC"
+            line += f"; valid until {outcome.not_after:%Y-%m-%d %H:%M} UTC; {outcome.detail}"
         else:
             line += f": {outcome.detail.removeprefix(outcome.name + ': ')}"
         print(line)

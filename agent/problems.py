@@ -112,10 +112,14 @@ def _from_problem(problem: messages.Error, during: str, where: str) -> CAError:
     ):
         code = "accountDoesNotExist"
         advice = _ADVICE[code]
+    if "contact" in said.lower() and code in ("malformed", "invalidContact", "unsupportedContact"):
+        code = "invalidContact"  # e.g. acme2certifier: "malformed: Contact information is missing"
+        advice = _ADVICE[code]
     message = f"{where}{during}: the CA said {code}: {said}"
     if advice:
         message += f" -> {advice}"
-    cls = AccountError if code in ("externalAccountRequired", "accountDoesNotExist") else CAError
+    account_codes = ("externalAccountRequired", "accountDoesNotExist", "invalidContact")
+    cls = AccountError if code in account_codes else CAError
     return cls(message, retryable=code in _RETRYABLE, problem_type=code)
 
 
