@@ -24,20 +24,26 @@ log = logging.getLogger(__name__)
 def open_client(acme: AcmeConfig, store: Store) -> AcmeClient:
     """A client bound to the stored account, creating the account when there is none."""
     bundle = str(acme.ca_bundle) if acme.ca_bundle else None
+    timeout = acme.request_timeout
     stored = store.load_account(acme.directory)
     if stored is not None:
         key = _load_key(stored.key_pem, store, acme.directory)
-        return AcmeClient(acme.directory, key, ca_bundle=bundle, account_uri=stored.uri)
+        return AcmeClient(
+            acme.directory, key, ca_bundle=bundle, account_uri=stored.uri, timeout=timeout
+        )
     key_pem = store.load_account_key(acme.directory)
     if key_pem is None:
         # Save the key before newAccount, so a crash right after cannot orphan an account.
         jwk = account_key_pem_new()
         key_pem = jwk.key.private_bytes(*_pem_args())
         store.save_account_key(acme.directory, key_pem)
-        client = AcmeClient(acme.directory, jwk, ca_bundle=bundle)
+        client = AcmeClient(acme.directory, jwk, ca_bundle=bundle, timeout=timeout)
     else:
         client = AcmeClient(
-            acme.directory, _load_key(key_pem, store, acme.directory), ca_bundle=bundle
+            acme.directory,
+            _load_key(key_pem, store, acme.directory),
+            ca_bundle=bundle,
+            timeout=timeout,
         )
         uri = _find_existing(client)
         if uri is not None:

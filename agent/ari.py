@@ -64,7 +64,7 @@ def save_state(store: Store, name: str, state: AriState) -> None:
 
 
 def recheck_after(retry_after: str | None, now: datetime) -> datetime:
-    from .issuer import retry_after_seconds
+    from .transport import retry_after_seconds
 
     seconds = retry_after_seconds(retry_after, now.timestamp())
     delay = timedelta(seconds=seconds) if seconds is not None else DEFAULT_ARI_RECHECK

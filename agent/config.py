@@ -25,6 +25,8 @@ CONFIG_ENV = "ACME_AGENT_CONFIG"
 DEFAULT_STATE_DIR = "/var/lib/acme-agent"
 # AWS Certificate Manager documents up to 2 minutes per issuance; 5 minutes leaves room.
 DEFAULT_ISSUANCE_TIMEOUT = 300.0
+# One HTTP request to the CA (connect + answer); a stalled CA costs at most this per try.
+DEFAULT_REQUEST_TIMEOUT = 30.0
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
 DEFAULT_KEY_TYPE = "ec-p256"
 HTTP01_MODES = ("standalone", "webroot", "none")
@@ -43,6 +45,7 @@ class AcmeConfig:
     eab_hmac_key_file: Path | None = None
     ca_bundle: Path | None = None
     issuance_timeout: float = DEFAULT_ISSUANCE_TIMEOUT
+    request_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,9 @@ def _parse_acme(table: _Table, base: Path) -> AcmeConfig:
     if (eab_key is not None or eab_file is not None) and eab_kid is None:
         raise table.error("eab_kid", "is required when an EAB HMAC key is configured")
     bundle = table.text("ca_bundle")
+    request_timeout = table.get("request_timeout", (int, float), DEFAULT_REQUEST_TIMEOUT)
+    if not 1 <= request_timeout <= 600:
+        raise table.error("request_timeout", f"{request_timeout} must be between 1 and 600 seconds")
     timeout = table.get("issuance_timeout", (int, float), DEFAULT_ISSUANCE_TIMEOUT)
     if not 1 <= timeout <= 86400:
         raise table.error("issuance_timeout", f"{timeout} must be between 1 and 86400 seconds")
@@ -165,6 +171,7 @@ def _parse_acme(table: _Table, base: Path) -> AcmeConfig:
         eab_hmac_key_file=_relative_to(Path(eab_file), base) if eab_file else None,
         ca_bundle=_relative_to(Path(bundle), base) if bundle else None,
         issuance_timeout=float(timeout),
+        request_timeout=float(request_timeout),
     )
 
 

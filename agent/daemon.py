@@ -183,7 +183,9 @@ class Daemon:
         if plan.next_time is not None:
             log.info("%s: next renewal %s (%s)", cert.name, plan.next_time.isoformat(), plan.why)
 
-    def _schedule_retry(self, cert: CertificateConfig, error: str) -> None:
+    def _schedule_retry(
+        self, cert: CertificateConfig, error: str, retry_after: float | None = None
+    ) -> None:
         state = self.states.setdefault(cert.name, CertState())
         state.failures += 1
         state.last_error = error
@@ -191,6 +193,8 @@ class Daemon:
         current = facts(self.renewer.store.current(cert.name))
         time_left = current.not_after - now if current else timedelta(0)
         delay = policy.backoff(state.failures, time_left, random.random())
+        if retry_after is not None:  # never before the CA's Retry-After
+            delay = max(delay, timedelta(seconds=retry_after))
         level = policy.failure_log_level(current, now)
         log.log(level, "%s: attempt %d failed; retrying in %s (%s left on the certificate "
                 "in service)", cert.name, state.failures, _human(delay),
@@ -223,7 +227,7 @@ class Daemon:
         if current is None:
             return
         if outcome.failed:
-            self._schedule_retry(current, outcome.detail)
+            self._schedule_retry(current, outcome.detail, outcome.retry_after)
             return
         self.states.setdefault(name, CertState()).failures = 0
         self.schedule_next(current)

@@ -41,6 +41,7 @@ class CAError(AgentError):
         super().__init__(message)
         self.retryable = retryable
         self.problem_type = problem_type
+        self.retry_after: float | None = None  # seconds the CA asked us to wait, if it did
 
 
 class AccountError(CAError):

@@ -6,7 +6,6 @@ The clock and the sleep are parameters so tests can drive the polling without wa
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from .config import CertificateConfig
 from .errors import CAError, IssuanceError
 from .http01 import Solver
 from .protocol import AcmeClient, Authorization, OrderState
+from .transport import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +33,6 @@ class Issued:
     key_pem: bytes
     chain: keys.IssuedChain
     order_url: str
-
-
-def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """Seconds to wait per a Retry-After header (delta-seconds or HTTP-date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
 class Poller:
@@ -171,8 +157,14 @@ class Issuer:
                     f"{cert.name}: the CA marked order {order.url} invalid: {reason}"
                 )
             if order.status == "ready" and not finalized:
-                order = self.client.finalize(order, csr, cert.name)
                 finalized = True
+                try:
+                    order = self.client.finalize(order, csr, cert.name)
+                except CAError as err:
+                    # A retried finalize whose first try reached the CA: the order moved on.
+                    if err.problem_type != "orderNotReady":
+                        raise
+                    order = self.client.order(order.url, cert.name)
                 poller.restart()
                 continue
             if poller.expired():

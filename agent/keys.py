@@ -80,6 +80,11 @@ def split_chain(fullchain: bytes, where: str) -> IssuedChain:
     blocks = _PEM_CERT_RE.findall(fullchain)
     if not blocks:
         raise IssuanceError(f"{where}: the CA sent no PEM certificate")
+    if _PEM_CERT_RE.sub(b"", fullchain).strip():
+        raise IssuanceError(
+            f"{where}: the CA sent a truncated or malformed certificate chain (text outside "
+            "complete PEM blocks); not used"
+        )
     certs: list[x509.Certificate] = []
     for block in blocks:
         try:

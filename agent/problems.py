@@ -124,6 +124,12 @@ def _from_problem(problem: messages.Error, during: str, where: str) -> CAError:
 
 
 def _short(err: BaseException) -> str:
+    response = err.args[0] if err.args else None
+    if isinstance(response, requests.Response):
+        kind = response.headers.get("Content-Type", "no content type").split(";")[0]
+        return f"HTTP {response.status_code} with a non-problem body ({kind})"
+    if isinstance(err, ValueError) and "Expecting" in str(err):
+        return f"a body that is not valid JSON ({err})"
     text = str(err)
     if "Connection refused" in text:
         return "connection refused"

@@ -7,7 +7,10 @@ the clock (see :mod:`agent.issuer`). Every failure leaves as a :class:`CAError`.
 from __future__ import annotations
 
 import base64
+import logging
+import random
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,11 +27,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from . import __version__
 from .errors import AccountError, CAError
 from .problems import explain
+from .transport import Network, retry_after_seconds
+
+log = logging.getLogger(__name__)
 
 # pebble rejects a share of nonces on purpose and real CAs occasionally do; the library
 # retries once, we retry the whole step this many times more.
 BAD_NONCE_RETRIES = 10
 NETWORK_TIMEOUT = 30
+# Transient failures (5xx, 429, connection errors) are retried this many times within one
+# step, after Retry-After when the CA gives one (up to MAX_INLINE_WAIT; a longer wait ends
+# the attempt and the daemon retries later), else after TRANSIENT_BACKOFF * 2^n, jittered.
+TRANSIENT_RETRIES = 5
+TRANSIENT_BACKOFF = 0.2
+MAX_INLINE_WAIT = 30.0
 # Tokens are base64url (RFC 8555 section 8.3); anything else could escape a directory.
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
 USER_AGENT = f"acme-agent/{__version__}"
@@ -92,16 +104,19 @@ class AcmeClient:
         *,
         ca_bundle: str | None = None,
         account_uri: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        timeout: float = NETWORK_TIMEOUT,
     ) -> None:
         self.directory_url = directory_url
         self.key = account_key
-        self.net = acme_client.ClientNetwork(
+        self.sleep = sleep
+        self.net = Network(
             account_key,
             alg=_alg_for(account_key),
             # verify_ssl takes a CA bundle path too; never rely on REQUESTS_CA_BUNDLE.
             verify_ssl=ca_bundle or True,  # type: ignore[arg-type]
             user_agent=USER_AGENT,
-            timeout=NETWORK_TIMEOUT,
+            timeout=timeout,  # type: ignore[arg-type]
         )
         if account_uri:
             self.net.account = messages.RegistrationResource(
@@ -125,17 +140,34 @@ class AcmeClient:
         return str(account.uri) if account is not None else None
 
     def _call(self, step: Callable[[], T], during: str, subject: str = "") -> T:
-        """Run one protocol step, retrying badNonce, translating every failure."""
-        for attempt in range(BAD_NONCE_RETRIES + 1):
+        """Run one protocol step: retry badNonce at once, and transient failures (5xx, 429,
+        connection errors) a few times, honouring Retry-After; translate every failure."""
+        nonces_left, transient_left = BAD_NONCE_RETRIES, TRANSIENT_RETRIES
+        while True:
+            self.net.reset()
             try:
                 return step()
             except messages.Error as err:
-                if err.code == "badNonce" and attempt < BAD_NONCE_RETRIES:
+                if err.code == "badNonce" and nonces_left > 0:
+                    nonces_left -= 1
                     continue
-                raise explain(err, during=during, subject=subject) from None
+                error = explain(err, during=during, subject=subject)
             except (requests.RequestException, acme_errors.Error, ValueError) as err:
-                raise explain(err, during=during, subject=subject) from None
-        raise AssertionError("unreachable")
+                error = explain(err, during=during, subject=subject)
+            status = self.net.last_status
+            error.retry_after = retry_after_seconds(self.net.last_retry_after, time.time())
+            transient = error.retryable or status >= 500 or status == 429
+            if not transient or transient_left == 0:
+                raise _with_wait(error) from None
+            if error.retry_after is not None and error.retry_after > MAX_INLINE_WAIT:
+                raise _with_wait(error) from None
+            delay = error.retry_after
+            if delay is None:
+                attempt = TRANSIENT_RETRIES - transient_left
+                delay = TRANSIENT_BACKOFF * 2**attempt * (0.5 + random.random())
+            transient_left -= 1
+            log.debug("%s: transient failure (%s); retrying in %.1f s", during, error, delay)
+            self.sleep(delay)
 
     # -- account ------------------------------------------------------------------------
     def requires_eab(self) -> bool:
@@ -312,6 +344,13 @@ def ari_cert_id(cert: x509.Certificate) -> str:
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _with_wait(error: CAError) -> CAError:
+    """Say when the CA allows the next try, if it said."""
+    if error.retry_after is not None and "Retry-After" not in str(error):
+        error.args = (f"{error} (the CA asks to wait {error.retry_after:.0f} s: Retry-After)",)
+    return error
 
 
 def _csr_domains(csr_pem: bytes) -> list[str]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from . import ari, commands, policy
 from .config import CertificateConfig, Config
-from .errors import AccountError, AgentError, ConfigError
+from .errors import AccountError, AgentError, CAError, ConfigError
 from .store import LiveCertificate, Store
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ class Outcome:
     live_dir: Path | None = None
     not_after: datetime | None = None
     next_time: datetime | None = None  # when the certificate is next due (if known)
+    retry_after: float | None = None  # seconds the CA asked us to wait before trying again
 
     @property
     def failed(self) -> bool:
@@ -182,7 +183,8 @@ class Renewer:
             raise  # the whole run is misconfigured (e.g. EAB): stop, exit 2
         except AgentError as err:
             log.error("%s", err)
-            return Outcome(cert.name, "failed", str(err))
+            wait = err.retry_after if isinstance(err, CAError) else None
+            return Outcome(cert.name, "failed", str(err), retry_after=wait)
 
     def plan(
         self, cert: CertificateConfig, current: LiveCertificate | None, *, force: bool = False

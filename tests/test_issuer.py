@@ -12,8 +12,9 @@ from agent import keys
 from agent.config import CertificateConfig
 from agent.errors import CAError, IssuanceError
 from agent.http01 import NoSolver
-from agent.issuer import Issuer, Poller, retry_after_seconds
+from agent.issuer import Issuer, Poller
 from agent.protocol import Authorization, Challenge, OrderState
+from agent.transport import retry_after_seconds
 from tests.certs import sign_for
 
 CERT = CertificateConfig("www", ("example.com",), "ec-p256")

@@ -42,3 +42,10 @@ def test_split_chain_rejects_garbage_and_truncation() -> None:
     broken = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
     with pytest.raises(IssuanceError, match="broken certificate"):
         keys.split_chain(broken, "www")
+
+
+def test_split_chain_rejects_a_cut_second_certificate() -> None:
+    _, chain = make_chain(("example.com",))
+    cut = chain.fullchain_pem[: len(chain.cert_pem) + len(chain.chain_pem) // 2]
+    with pytest.raises(IssuanceError, match="truncated or malformed"):
+        keys.split_chain(cut, "www")

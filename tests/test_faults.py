@@ -1,0 +1,156 @@
+"""CA and network faults through a fault-injecting proxy in front of a real pebble."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from agent.localca import LocalCA, free_port
+from tests.certs import make_chain
+from tests.conftest import Setup, cert_table, write_config
+from tests.faultproxy import Fault, FaultProxy
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def proxy(tmp_path: Path, pebble: LocalCA) -> Iterator[FaultProxy]:
+    server = FaultProxy(tmp_path / "proxy", pebble.directory_url, pebble.ca_bundle).start()
+    yield server
+    server.stop()
+
+
+def through(tmp_path: Path, pebble: LocalCA, proxy: FaultProxy, extra: str = "") -> Setup:
+    ca = SimpleNamespace(
+        eab_kid=pebble.eab_kid,
+        eab_hmac_key=pebble.eab_hmac_key,
+        directory_url=proxy.directory_url,
+        ca_bundle=proxy.ca_bundle,
+        http_port=pebble.http_port,
+    )
+    return write_config(tmp_path, ca, cert_table("f", "f.example.com"), acme_extra=extra)  # type: ignore[arg-type]
+
+
+def faulted(proxy: FaultProxy, kind: str) -> list[float]:
+    return [r.at for r in proxy.records if r.action == kind]
+
+
+def digest(folder: Path) -> str:
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(folder.iterdir()))).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("status", share=0.2, status=503),
+        Fault("status", share=0.2, status=500, json=False),
+        Fault("status", share=0.2, status=502, json=False, retry_after="0"),
+        Fault("reset", share=0.2),
+    ],
+    ids=["503", "500-html", "502-retry-after", "reset"],
+)
+def test_transient_faults_still_succeed(
+    tmp_path: Path, pebble: LocalCA, proxy: FaultProxy, fault: Fault
+) -> None:
+    proxy.faults = [fault]
+    setup = through(tmp_path, pebble, proxy)
+    assert setup.renew() == 0
+    assert setup.renew("--force") == 0
+    assert faulted(proxy, fault.kind), "the fault was never injected"
+
+
+def test_retry_after_is_honoured(tmp_path: Path, pebble: LocalCA, proxy: FaultProxy) -> None:
+    proxy.faults = [Fault("status", status=429, retry_after="2", path="/order-plz", remaining=1)]
+    setup = through(tmp_path, pebble, proxy)
+    assert setup.renew() == 0
+    orders = [r.at for r in proxy.records if "/order-plz" in r.path]
+    assert len(orders) == 2
+    assert orders[1] - orders[0] >= 2.0
+
+
+def test_long_rate_limit_stops_at_once_and_says_so(
+    tmp_path: Path, pebble: LocalCA, proxy: FaultProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proxy.faults = [Fault("status", status=429, retry_after="3600", path="/order-plz")]
+    setup = through(tmp_path, pebble, proxy)
+    assert setup.renew() == 1
+    err = capsys.readouterr().err
+    assert "rateLimited" in err and "3600 s: Retry-After" in err
+    assert len([r for r in proxy.records if "/order-plz" in r.path]) == 1  # no hammering
+
+
+def test_persistent_5xx_is_bounded_with_clear_message(
+    tmp_path: Path, pebble: LocalCA, proxy: FaultProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proxy.faults = [Fault("status", status=502, json=False, path="/order-plz")]
+    setup = through(tmp_path, pebble, proxy)
+    assert setup.renew() == 1
+    err = capsys.readouterr().err
+    assert "f: creating the order: unexpected answer from the CA: HTTP 502" in err
+    assert len([r for r in proxy.records if "/order-plz" in r.path]) == 6  # 1 + 5 retries
+
+
+def test_stalled_ca_times_out_and_retries(
+    tmp_path: Path, pebble: LocalCA, proxy: FaultProxy
+) -> None:
+    proxy.faults = [Fault("stall", stall=4, path="/order-plz", remaining=1)]
+    setup = through(tmp_path, pebble, proxy, extra="request_timeout = 1\n")
+    assert setup.renew() == 0
+    assert faulted(proxy, "stall")
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        (Fault("truncate", path="/certZ/"), "truncated or malformed certificate chain"),
+        (Fault("garbage", path="/certZ/"), "no PEM certificate"),
+        (Fault("huge", path="/dir"), "larger than 1048576 bytes"),
+        (Fault("garbage", path="/order-plz"), "not valid JSON"),
+    ],
+    ids=["truncated-chain", "non-pem-chain", "oversized", "non-json"],
+)
+def test_broken_responses_never_go_live(
+    tmp_path: Path,
+    pebble: LocalCA,
+    proxy: FaultProxy,
+    capsys: pytest.CaptureFixture[str],
+    fault: Fault,
+    message: str,
+) -> None:
+    setup = through(tmp_path, pebble, proxy)
+    assert setup.renew() == 0
+    before = digest(setup.live("f"))
+    proxy.faults = [fault]
+    assert setup.renew("--force") == 1
+    assert message in capsys.readouterr().err
+    assert digest(setup.live("f")) == before
+
+
+def test_certificate_for_another_key_is_refused(
+    tmp_path: Path, pebble: LocalCA, proxy: FaultProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = through(tmp_path, pebble, proxy)
+    assert setup.renew() == 0
+    before = digest(setup.live("f"))
+    _, other = make_chain(("f.example.com",))
+    proxy.faults = [Fault("replace", path="/certZ/", replacement=other.fullchain_pem)]
+    assert setup.renew("--force") == 1
+    assert "certificate for another key; not used" in capsys.readouterr().err
+    assert digest(setup.live("f")) == before
+
+
+def test_ca_unreachable_leaves_certificate_untouched(
+    tmp_path: Path, pebble: LocalCA, proxy: FaultProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = through(tmp_path, pebble, proxy)
+    assert setup.renew() == 0
+    before = digest(setup.live("f"))
+    text = setup.config.read_text().replace(str(proxy.port), str(free_port()))
+    setup.config.write_text(text)
+    assert setup.renew("--force") == 1
+    assert "connection refused" in capsys.readouterr().err
+    assert digest(setup.live("f")) == before
