@@ -106,7 +106,7 @@ def load(path: Path) -> Config:
     )
     certs_dir = _relative_to(Path(certs_dir_text), path.parent) if certs_dir_text else None
     if certs_dir is not None:
-        certificates += load_certs_dir(certs_dir, http01)
+        certificates += load_certs_dir(certs_dir, http01, where)
     _check_certificates(certificates, http01)
     state = _relative_to(state_dir, path.parent)
     return Config(path, state, acme, http01, certificates, hooks, certs_dir)
@@ -257,16 +257,16 @@ def _renew_before(table: _Table) -> RenewBefore | None:
     return float(value)
 
 
-def load_certs_dir(folder: Path, http01: Http01Config) -> tuple[CertificateConfig, ...]:
+def load_certs_dir(folder: Path, http01: Http01Config, where: str) -> tuple[CertificateConfig, ...]:
     """One certificate per ``*.toml`` file in ``folder``; ``name`` defaults to the file stem."""
     try:
         files = sorted(p for p in folder.iterdir() if p.suffix == ".toml" and p.is_file())
     except FileNotFoundError:
         raise ConfigError(
-            f"certs_dir: {folder} does not exist; create it or remove certs_dir"
+            f"{where}: certs_dir: {folder} does not exist; create it or remove certs_dir"
         ) from None
     except OSError as err:
-        raise ConfigError(f"certs_dir: cannot read {folder}: {err.strerror}") from None
+        raise ConfigError(f"{where}: certs_dir: cannot read {folder}: {err.strerror}") from None
     certs = []
     for path in files:
         cert = parse_certificate(_read_toml(path), str(path), "", default_name=path.stem)
