@@ -27,7 +27,7 @@ from . import commands
 from .config import CertificateConfig
 from .deploy_config import CERT_MODE, DeployConfig
 from .errors import StoreError
-from .store import SWAP_LOCK, write_file_atomic
+from .store import SWAP_LOCK, FileWrite, write_file_atomic, write_files_atomic
 
 log = logging.getLogger(__name__)
 
@@ -124,15 +124,18 @@ class Deployer:
         config = item.config
         uid = pwd.getpwnam(config.owner).pw_uid if config.owner else -1
         gid = grp.getgrnam(config.group).gr_gid if config.group else -1
-        backups: list[_Backup] = []
+        writes = [
+            FileWrite(p, data, mode, uid, gid)
+            for p, data, mode in target_files(config, item.folder)
+        ]
+        backups = [_backup(w.path) for w in writes]
+        for write in writes:
+            write.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         try:
-            for path, data, mode in target_files(config, item.folder):
-                backups.append(_backup(path))
-                path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-                with SWAP_LOCK:
-                    write_file_atomic(path, data, mode, uid, gid)
-        except (StoreError, OSError):
-            _restore(backups)
+            with SWAP_LOCK:
+                write_files_atomic(writes)
+        except StoreError:
+            _restore(backups)  # a rename half-way through: put every file back
             raise
         log.info("%s: deployed to %s", item.cert.name, ", ".join(str(p) for _, p in config.targets))
         return backups

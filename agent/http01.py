@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import logging
@@ -17,7 +18,7 @@ import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import ConfigError, IssuanceError
 from .protocol import TOKEN_RE, Challenge
@@ -27,7 +28,13 @@ log = logging.getLogger(__name__)
 
 CHALLENGE_PATH = "/.well-known/acme-challenge/"
 # A slow or idle client must not hold a responder thread for long.
-CLIENT_TIMEOUT = 10.0
+CLIENT_TIMEOUT = 5.0
+# The responder faces the internet: a request (line and headers) larger than this, or a
+# connection older than REQUEST_DEADLINE (slowloris), is dropped; at most MAX_CONNECTIONS
+# are served at once, so idle or slow clients cannot starve a validation for long.
+MAX_REQUEST_BYTES = 8192
+REQUEST_DEADLINE = 10.0
+MAX_CONNECTIONS = 256
 
 
 class Solver(Protocol):
@@ -36,11 +43,56 @@ class Solver(Protocol):
     def cleanup(self) -> None: ...
 
 
+class _LimitedReader:
+    """A read-only stream that fails once more than ``limit`` bytes were read."""
+
+    def __init__(self, raw: Any, limit: int) -> None:
+        self.raw, self.left = raw, limit
+
+    def _take(self, data: bytes) -> bytes:
+        self.left -= len(data)
+        if self.left < 0:
+            raise ConnectionAbortedError("request too large")
+        return data
+
+    def readline(self, limit: int = -1) -> bytes:
+        cap = self.left + 1 if limit < 0 else min(limit, self.left + 1)
+        return self._take(self.raw.readline(cap))
+
+    def read(self, size: int = -1) -> bytes:
+        return self._take(self.raw.read(min(size, self.left + 1) if size >= 0 else self.left + 1))
+
+    def close(self) -> None:
+        self.raw.close()
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _ResponderServer
     timeout = CLIENT_TIMEOUT
     server_version = "acme-agent"
     sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = _LimitedReader(self.rfile, MAX_REQUEST_BYTES)  # type: ignore[assignment]
+        # A hard deadline: an idle timeout alone does not stop a client that sends a byte
+        # every few seconds.
+        self._deadline = threading.Timer(REQUEST_DEADLINE, self._abort)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def handle(self) -> None:
+        with contextlib.suppress(OSError):  # too large, too slow, or gone: nothing to answer
+            super().handle()
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        with contextlib.suppress(OSError):
+            super().finish()
 
     def do_GET(self) -> None:
         self._answer(with_body=True)
@@ -71,8 +123,32 @@ class _Handler(BaseHTTPRequestHandler):
 class _ResponderServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
     tokens: dict[str, str]
     tokens_dir: Path | None = None
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._active: collections.OrderedDict[int, socket.socket] = collections.OrderedDict()
+        self._active_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """At MAX_CONNECTIONS the oldest connection is dropped, never the new one: a
+        validator's request is short, a slow client's is not."""
+        with self._active_lock:
+            while len(self._active) >= MAX_CONNECTIONS:
+                _, oldest = self._active.popitem(last=False)
+                with contextlib.suppress(OSError):
+                    oldest.shutdown(socket.SHUT_RDWR)
+            self._active[id(request)] = request
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._active_lock:
+                self._active.pop(id(request), None)
 
     def lookup(self, token: str) -> str | None:
         """A token of ours, or one another acme-agent process handed over in tokens_dir."""

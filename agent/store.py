@@ -64,31 +64,60 @@ def _describe(err: OSError, path: Path) -> str:
     return f"{path}: {err.strerror or err}"
 
 
+@dataclass(frozen=True)
+class FileWrite:
+    path: Path
+    data: bytes
+    mode: int
+    uid: int = -1
+    gid: int = -1
+
+
 def write_file_atomic(path: Path, data: bytes, mode: int, uid: int = -1, gid: int = -1) -> None:
     """Write ``data`` to ``path`` with ``mode`` (and owner) so readers see old or new, never half.
 
     Owner and mode are set on the temporary file before any byte is written, so a key is
     never readable by anyone it is not meant for, not even for a moment.
     """
-    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
+    write_files_atomic([FileWrite(path, data, mode, uid, gid)])
+
+
+def write_files_atomic(files: list[FileWrite]) -> None:
+    """Stage every file (written and fsynced under a temporary name), then rename them all
+    back to back: a key and its certificate in two files change within microseconds of
+    each other, and a failure before the renames changes nothing."""
+    staged: list[tuple[Path, FileWrite]] = []
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        try:
-            os.fchmod(fd, mode)  # the umask may have narrowed it; before chown (no CAP_FOWNER)
-            if uid != -1 or gid != -1:
-                os.fchown(fd, uid, gid)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        for item in files:
+            tmp = item.path.with_name(f"{_TMP_PREFIX}{item.path.name}.{secrets.token_hex(4)}")
+            staged.append((tmp, item))
+            _write_new(tmp, item)
     except OSError as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise StoreError(_describe(err, path)) from err
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise StoreError(_describe(err, staged[-1][1].path)) from err
+    try:
+        for tmp, item in staged:
+            os.replace(tmp, item.path)
+        for folder in dict.fromkeys(item.path.parent for item in files):
+            _fsync_dir(folder)
+    except OSError as err:
+        raise StoreError(_describe(err, files[0].path)) from err
+
+
+def _write_new(tmp: Path, item: FileWrite) -> None:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, item.mode)
+    try:
+        os.fchmod(fd, item.mode)  # the umask may have narrowed it; before chown (no CAP_FOWNER)
+        if item.uid != -1 or item.gid != -1:
+            os.fchown(fd, item.uid, item.gid)
+        view = memoryview(item.data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def ensure_private_dir(path: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 from pathlib import Path
@@ -69,3 +70,55 @@ def test_webroot_refuses_path_tokens(tmp_path: Path) -> None:
     with pytest.raises(IssuanceError, match="unsafe challenge token"):
         WebrootSolver(tmp_path / "root").present([evil])
     assert not (tmp_path / "etc").exists()
+
+
+def test_oversized_request_is_dropped_and_server_keeps_serving() -> None:
+    port = free_port()
+    solver = StandaloneSolver("127.0.0.1", port)
+    solver.present([CHALLENGE])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n")
+            try:
+                reply = sock.recv(100)
+            except ConnectionResetError:
+                reply = b""
+            assert b"200" not in reply
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /x HTTP/1.1\r\n" + b"X-Pad: " + b"b" * 9000 + b"\r\n\r\n")
+            with contextlib.suppress(ConnectionResetError):
+                assert b"200" not in sock.recv(100)
+        path = "/.well-known/acme-challenge/" + TOKEN
+        assert request(port, "GET", path)[0] == 200
+    finally:
+        solver.cleanup()
+
+
+def test_slowloris_does_not_stop_validation() -> None:
+    """300 connections trickling bytes (bounded: 300 sockets, about 3 s) while a validator
+    asks for the token: every answer comes, and quickly."""
+    import time
+
+    port = free_port()
+    solver = StandaloneSolver("127.0.0.1", port)
+    solver.present([CHALLENGE])
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(300):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"GET /.well-known/acme-chall")
+            slow.append(sock)
+        path = "/.well-known/acme-challenge/" + TOKEN
+        for _ in range(5):
+            started = time.monotonic()
+            status, _ = request(port, "GET", path)
+            assert status == 200
+            assert time.monotonic() - started < 2
+            for sock in slow[:50]:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"e")
+            time.sleep(0.5)
+    finally:
+        for sock in slow:
+            sock.close()
+        solver.cleanup()
