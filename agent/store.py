@@ -87,6 +87,8 @@ def write_files_atomic(files: list[FileWrite]) -> None:
     back to back: a key and its certificate in two files change within microseconds of
     each other, and a failure before the renames changes nothing."""
     staged: list[tuple[Path, FileWrite]] = []
+    for item in files:
+        remove_stale_temporaries(item.path)
     try:
         for item in files:
             tmp = item.path.with_name(f"{_TMP_PREFIX}{item.path.name}.{secrets.token_hex(4)}")
@@ -104,6 +106,15 @@ def write_files_atomic(files: list[FileWrite]) -> None:
             _fsync_dir(folder)
     except OSError as err:
         raise StoreError(_describe(err, files[0].path)) from err
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Temporary files of ``path`` left by a process killed mid-write (they are dotfiles
+    without a .pem suffix, so nothing reads them; this keeps them from piling up)."""
+    with contextlib.suppress(OSError):
+        for leftover in path.parent.glob(f"{_TMP_PREFIX}{path.name}.*"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
 
 def _write_new(tmp: Path, item: FileWrite) -> None:
@@ -252,6 +263,7 @@ class Store:
     def _point_live(self, name: str, folder: Path) -> None:
         live_root = self.private_dir("live")
         link = live_root / name
+        remove_stale_temporaries(link)
         tmp = live_root / f"{_TMP_PREFIX}{name}.{secrets.token_hex(4)}"
         try:
             os.symlink(os.path.relpath(folder, live_root), tmp)
