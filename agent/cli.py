@@ -32,10 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", metavar="PATH", help="configuration file (TOML)")
-    parser.add_argument(
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument(
         "-v", "--verbose", action="count", default=0, help="more logging (-vv: protocol debugging)"
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="log errors only")
+    loudness.add_argument("-q", "--quiet", action="store_true", help="log errors only")
     parser.add_argument("--version", action="version", version=f"acme-agent {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

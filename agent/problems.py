@@ -9,6 +9,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+import josepy as jose
 import requests
 from acme import errors as acme_errors
 from acme import messages
@@ -84,6 +85,12 @@ def explain(err: BaseException, *, during: str, subject: str = "") -> CAError:
             f"{where}{during}: the CA did not answer in time",
             retryable=True,
             problem_type="network",
+        )
+    if isinstance(err, jose.Error):
+        return CAError(
+            f"{where}{during}: the CA sent a malformed response ({_short(err)}); refusing it",
+            retryable=True,
+            problem_type="malformed-response",
         )
     if isinstance(err, acme_errors.ClientError | ValueError | requests.RequestException):
         return CAError(

@@ -152,7 +152,7 @@ class AcmeClient:
                     nonces_left -= 1
                     continue
                 error = explain(err, during=during, subject=subject)
-            except (requests.RequestException, acme_errors.Error, ValueError) as err:
+            except (requests.RequestException, acme_errors.Error, ValueError, jose.Error) as err:
                 error = explain(err, during=during, subject=subject)
             status = self.net.last_status
             error.retry_after = retry_after_seconds(self.net.last_retry_after, time.time())

@@ -25,6 +25,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,6 +45,7 @@ class Fault:
     json: bool = True
     stall: float = 5.0
     replacement: bytes = b""
+    transform: Callable[[bytes], bytes] | None = None  # for kind "replace": edit the body
     remaining: int | None = None  # stop after this many injections
 
 
@@ -210,4 +212,4 @@ def _mangle(fault: Fault, data: bytes) -> bytes:
         return b"this is not JSON {"
     if fault.kind == "huge":
         return b"x" * (2 * 1024 * 1024)
-    return fault.replacement
+    return fault.transform(data) if fault.transform else fault.replacement

@@ -138,7 +138,14 @@ def test_arbitrary_text_never_traceback(text: str) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["frobnicate"], ["renew", "--cert"], ["--config"], ["renew", "--force", "--bogus"], []],
+    [
+        ["frobnicate"],
+        ["renew", "--cert"],
+        ["--config"],
+        ["renew", "--force", "--bogus"],
+        [],
+        ["-q", "-v", "renew"],
+    ],
 )
 def test_command_line_misuse_is_exit_2(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as info:

@@ -164,3 +164,21 @@ def test_renew_force_racing_the_daemon(tmp_path: Path, short_ca: LocalCA) -> Non
     for result in results:
         assert result.returncode == 0, result.stderr
         assert "handing tokens to it" in result.stderr
+
+
+def test_ca_unreachable_daemon_keeps_retrying_loudly(tmp_path: Path, short_ca: LocalCA) -> None:
+    from agent.localca import free_port
+
+    setup = write_config(tmp_path, short_ca, cert_table("u", "u.example.com"))
+    assert setup.renew() == 0  # a 12-second certificate: due again in about 6 s
+    before = (setup.live("u") / "cert.pem").read_bytes()
+    gone = f"https://127.0.0.1:{free_port()}/dir"
+    setup.config.write_text(setup.config.read_text().replace(short_ca.directory_url, gone))
+    daemon = DaemonProc(setup.config, tmp_path / "daemon.log")
+    try:
+        log = daemon.wait_for(r"attempt 1 failed; retrying in", timeout=30)
+        assert "connection refused" in log
+        assert daemon.proc.poll() is None  # still running, will retry
+    finally:
+        assert daemon.stop() == 0
+    assert (setup.live("u") / "cert.pem").read_bytes() == before

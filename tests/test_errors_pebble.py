@@ -99,3 +99,8 @@ def test_bad_usage_in_child_process(setup: Setup) -> None:
     result = run(setup, "renew", "--bogus")
     assert result.returncode == 2 and "usage:" in result.stderr
     assert_clean(run(setup, "renew", "--cert", "nope"), 2, "no certificate named 'nope'")
+
+
+def test_world_writable_eab_key_file_is_refused(setup: Setup) -> None:
+    (setup.dir / "eab.key").chmod(0o666)
+    assert_clean(run(setup, "register"), 2, "writable by every user", "chmod 600")

@@ -154,3 +154,27 @@ def test_ca_unreachable_leaves_certificate_untouched(
     assert setup.renew("--force") == 1
     assert "connection refused" in capsys.readouterr().err
     assert digest(setup.live("f")) == before
+
+
+def test_token_with_path_characters_is_refused(
+    tmp_path: Path, pebble: LocalCA, proxy: FaultProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import re
+
+    def evil(body: bytes) -> bytes:
+        data = json.loads(body)
+        for challenge in data.get("challenges", []):
+            challenge["token"] = "../../../../etc/cron.d/evil"
+        return json.dumps(data).encode()
+
+    proxy.faults = [Fault("replace", path="/authZ/", transform=evil)]
+    webroot = tmp_path / "webroot"
+    setup = through(tmp_path, pebble, proxy)
+    text = re.sub(r"\[http01\][^\[]*", f'[http01]\nmode = "webroot"\nwebroot = "{webroot}"\n\n',
+                  setup.config.read_text())  # fmt: skip
+    setup.config.write_text(text)
+    assert setup.renew() == 1
+    err = capsys.readouterr().err
+    assert "the CA sent a malformed response" in err and "refusing it" in err
+    assert not (tmp_path / "etc").exists() and not Path("/etc/cron.d/evil").exists()
