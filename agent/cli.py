@@ -7,10 +7,15 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
+from .cli_ops import add_operator_commands, run_operator_command
 from .config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, load, resolve_config_path
-from .errors import EXIT_FAILED, EXIT_OK, AgentError
+from .errors import EXIT_FAILED, EXIT_OK, AgentError, UsageError
+
+if TYPE_CHECKING:
+    from .renewer import Outcome
 
 log = logging.getLogger("acme-agent")
 
@@ -49,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     renew.add_argument("--force", action="store_true", help="renew even if not due")
     renew.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run the whole protocol against the CA (or [acme] staging_directory) for every "
+        "selected certificate, then discard the result: no live files, deploys, hooks",
+    )
+    renew.add_argument(
         "--cert",
         metavar="NAME",
         action="append",
@@ -71,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         "or the CA's ARI window), retries failures with backoff, watches the config file and "
         "certs_dir (SIGHUP reloads too), and stops cleanly on SIGTERM.",
     )
+
+    add_operator_commands(commands)
 
     demo = commands.add_parser(
         "demo",
@@ -127,7 +140,11 @@ def run_command(args: argparse.Namespace) -> int:
     config = load(path)
     if args.command == "register":
         return cmd_register(config)
-    return cmd_renew(config, args.cert, args.force)
+    if args.command == "renew":
+        if args.dry_run and args.force:
+            raise UsageError("--dry-run already renews every selected certificate; drop --force")
+        return cmd_renew(config, args.cert, args.force, args.dry_run)
+    return run_operator_command(config, args)
 
 
 def cmd_register(config: Config) -> int:
@@ -139,36 +156,66 @@ def cmd_register(config: Config) -> int:
     return EXIT_OK
 
 
-def cmd_renew(config: Config, names: list[str], force: bool) -> int:
+def cmd_renew(config: Config, names: list[str], force: bool, dry_run: bool = False) -> int:
     from .renewer import Renewer
 
-    renewer = Renewer(config)
+    progress = Progress()
+    renewer = Renewer(config, dry_run=dry_run, on_outcome=progress.outcome)
     certs = renewer.select(names)
     if not certs:
         log.warning("%s: no certificates configured", config.path)
         return EXIT_OK
+    progress.total = len(certs)
     outcomes = renewer.run(certs, force=force)
-    for outcome in outcomes:
-        line = f"{outcome.name}: {outcome.status}"
-        if outcome.status == "issued":
-            line += f" ({outcome.detail}); valid until {outcome.not_after:%Y-%m-%d %H:%M} UTC"
-            line += f"; {outcome.live_dir}"
-        elif outcome.status == "deployed":
-            line += f" ({outcome.detail})"
-        elif outcome.status == "unchanged":
-            line += f"; valid until {outcome.not_after:%Y-%m-%d %H:%M} UTC; {outcome.detail}"
-        else:
-            line += f": {outcome.detail.removeprefix(outcome.name + ': ')}"
-        print(line)
-    failed = sum(o.failed for o in outcomes)
-    issued = sum(o.status == "issued" for o in outcomes)
-    deployed = sum(o.status == "deployed" for o in outcomes)
-    unchanged = len(outcomes) - issued - failed - deployed
-    print(
-        f"{len(outcomes)} certificates: {issued} issued, {deployed} deployed, {failed} failed, "
-        f"{unchanged} unchanged"
-    )
-    return EXIT_FAILED if failed else EXIT_OK
+    progress.finish(outcomes)
+    return EXIT_FAILED if any(o.failed for o in outcomes) else EXIT_OK
+
+
+class Progress:
+    """A line per certificate as it completes (and a counter on a terminal), a summary."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.done = 0
+        self.printed: dict[str, str] = {}
+        self.tty = sys.stderr.isatty()
+
+    def outcome(self, outcome: Outcome) -> None:
+        self.done += 1
+        self._print(outcome)
+        if self.tty and self.total > 1:
+            sys.stderr.write(f"\r{self.done}/{self.total} certificates\r")
+            sys.stderr.flush()
+
+    def _print(self, outcome: Outcome) -> None:
+        line = describe(outcome)
+        if self.printed.get(outcome.name) != line:
+            self.printed[outcome.name] = line
+            print(line, flush=True)
+
+    def finish(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:  # deployment may have changed an outcome
+            self._print(outcome)
+        counts = {s: sum(o.status == s for o in outcomes) for s in STATUSES}
+        parts = ", ".join(f"{n} {s}" for s, n in counts.items() if n or s in ("issued", "failed"))
+        print(f"{len(outcomes)} certificates: {parts}")
+
+
+STATUSES = ("issued", "deployed", "dry-run", "failed", "unchanged")
+
+
+def describe(outcome: Outcome) -> str:
+    line = f"{outcome.name}: {outcome.status}"
+    if outcome.status == "issued":
+        line += f" ({outcome.detail}); valid until {outcome.not_after:%Y-%m-%d %H:%M} UTC"
+        line += f"; {outcome.live_dir}"
+    elif outcome.status in ("deployed", "dry-run"):
+        line += f" ({outcome.detail})"
+    elif outcome.status == "unchanged":
+        line += f"; valid until {outcome.not_after:%Y-%m-%d %H:%M} UTC; {outcome.detail}"
+    else:
+        line += f": {outcome.detail.removeprefix(outcome.name + ': ')}"
+    return line
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ class AcmeConfig:
     ca_bundle: Path | None = None
     issuance_timeout: float = DEFAULT_ISSUANCE_TIMEOUT
     request_timeout: float = 30.0
+    staging_directory: str | None = None  # where `renew --dry-run` goes, if set
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,9 @@ def _parse_acme(table: _Table, base: Path) -> AcmeConfig:
     request_timeout = table.get("request_timeout", (int, float), DEFAULT_REQUEST_TIMEOUT)
     if not 1 <= request_timeout <= 600:
         raise table.error("request_timeout", f"{request_timeout} must be between 1 and 600 seconds")
+    staging = table.text("staging_directory")
+    if staging is not None and not staging.startswith("https://"):
+        raise table.error("staging_directory", f"{staging!r} must be an https:// URL")
     timeout = table.get("issuance_timeout", (int, float), DEFAULT_ISSUANCE_TIMEOUT)
     if not 1 <= timeout <= 86400:
         raise table.error("issuance_timeout", f"{timeout} must be between 1 and 86400 seconds")
@@ -172,6 +176,7 @@ def _parse_acme(table: _Table, base: Path) -> AcmeConfig:
         ca_bundle=_relative_to(Path(bundle), base) if bundle else None,
         issuance_timeout=float(timeout),
         request_timeout=float(request_timeout),
+        staging_directory=staging,
     )
 
 

@@ -7,6 +7,7 @@ the clock (see :mod:`agent.issuer`). Every failure leaves as a :class:`CAError`.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import random
 import re
@@ -229,6 +230,36 @@ class AcmeClient:
             return uri
 
         return self._call(step, "looking up the ACME account")
+
+    def account_details(self) -> dict[str, object]:
+        """The account object as the CA has it now (status, contact, ...)."""
+        self.find_account()
+        assert self.net.account is not None
+        return dict(self.net.account.body.to_partial_json())
+
+    def change_key(self, new_key: jose.JWK) -> None:
+        """RFC 8555 section 7.3.5: the inner JWS (new key, no nonce) inside the outer one."""
+        from acme import jws as acme_jws
+
+        client, account = self.client, self.account_uri
+        url = client.directory["keyChange"]
+        payload = {"account": account, "oldKey": self.key.public_key().to_partial_json()}
+        inner = acme_jws.JWS.sign(
+            json.dumps(payload).encode(), key=new_key, alg=_alg_for(new_key), nonce=None, url=url
+        )
+        self._call(lambda: client._post(url, inner), "changing the account key")
+        self.key = new_key
+        self.net.key = new_key
+        self.net.alg = _alg_for(new_key)
+
+    def deactivate(self) -> None:
+        client = self.client
+        assert self.net.account is not None
+        regr = self.net.account
+        self._call(lambda: client.deactivate_registration(regr), "deactivating the account")
+
+    def revoke(self, cert: x509.Certificate, reason: int, subject: str) -> None:
+        self._call(lambda: self.client.revoke(cert, reason), "revoking the certificate", subject)
 
     # -- directory features -------------------------------------------------------------
     def profiles(self) -> dict[str, str] | None:

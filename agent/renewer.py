@@ -7,6 +7,7 @@ One certificate's failure never stops the others; each outcome is reported separ
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import socket
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import ari, commands, policy
+from .attempts import record_attempt, revoked_serial
 from .config import CertificateConfig, Config
 from .errors import AccountError, AgentError, CAError, ConfigError
 from .store import LiveCertificate, Store
@@ -99,8 +101,12 @@ class Renewer:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         solver_factory: Callable[[], Solver] | None = None,
+        dry_run: bool = False,
+        on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
         self.config = config
+        self.dry_run = dry_run
+        self.on_outcome = on_outcome
         self.store = Store(config.state_dir)
         self.clock = clock
         self.solver_factory = solver_factory or (lambda: make_solver(config))
@@ -116,8 +122,11 @@ class Renewer:
             if self._client is None:
                 from .account import open_client
 
+                acme = self.config.acme
+                if self.dry_run and acme.staging_directory:
+                    acme = dataclasses.replace(acme, directory=acme.staging_directory)
                 try:
-                    self._client = open_client(self.config.acme, self.store)
+                    self._client = open_client(acme, self.store)
                 except AgentError as err:
                     if run is not None:
                         run.client_error = err
@@ -143,10 +152,15 @@ class Renewer:
 
         run = _Run()
         outcomes = {cert.name: self.process(cert, run, force=force) for cert in certs}
+        if self.dry_run:
+            return list(outcomes.values())  # nothing deployed, no hooks
         pending = pending_deployments(self.store, certs, outcomes)
         if pending:
             self.run_pre_hook(run)
-            outcomes.update(deploy_pending(self.store, pending, outcomes))
+            deployed = deploy_pending(self.store, pending, outcomes)
+            for outcome in deployed.values():
+                record_attempt(self.store, outcome, self.clock())
+            outcomes.update(deployed)
         results = list(outcomes.values())
         if run.pre_hook_ran:
             self._run_post_hook(results)
@@ -176,6 +190,14 @@ class Renewer:
             log.error("post hook failed: %s", outcome.summary)
 
     def process(self, cert: CertificateConfig, run: _Run, *, force: bool = False) -> Outcome:
+        outcome = self._process(cert, run, force or self.dry_run)
+        if outcome.status != "unchanged" and not self.dry_run:
+            record_attempt(self.store, outcome, self.clock())
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+        return outcome
+
+    def _process(self, cert: CertificateConfig, run: _Run, force: bool) -> Outcome:
         try:
             with self.store.lock(cert.name):
                 return self._process_locked(cert, run, force)
@@ -187,17 +209,30 @@ class Renewer:
             return Outcome(cert.name, "failed", str(err), retry_after=wait)
 
     def plan(
-        self, cert: CertificateConfig, current: LiveCertificate | None, *, force: bool = False
+        self,
+        cert: CertificateConfig,
+        current: LiveCertificate | None,
+        *,
+        force: bool = False,
+        offline: bool = False,
     ) -> Plan:
-        """Is ``cert`` due now (and why), and if not, when? Uses ARI when the CA offers it."""
+        """Is ``cert`` due now (and why), and if not, when? Uses ARI when the CA offers it
+        (``offline``: only what is stored, no request to the CA)."""
         now = self.clock()
         current_facts = facts(current)
         ari_state = None
         if current is not None and not force:
-            ari_state = self._ari_state(cert, current, now)
+            if offline:
+                ari_state = ari.load_state(self.store, cert.name)
+                if ari_state is not None and ari_state.serial != f"{current.cert.serial_number:x}":
+                    ari_state = None
+            else:
+                ari_state = self._ari_state(cert, current, now)
         window = ari_state.window() if ari_state else None
         serial = f"{current.cert.serial_number:x}" if current else ""
         rand = policy.stable_fraction(HOST, cert.name, serial)
+        if current is not None and revoked_serial(self.store, cert.name) == serial:
+            return Plan("the certificate in service was revoked", None, "revoked", ari_state)
         reason = policy.due_reason(
             cert.domains, cert.key_type, current_facts, now, force=force,
             renew_before=cert.renew_before, ari=window, rand=rand,
@@ -239,10 +274,16 @@ class Renewer:
                  plan.reason)  # fmt: skip
         from .issuer import Issuer
 
-        self.run_pre_hook(run)
+        if not self.dry_run:
+            self.run_pre_hook(run)
         client = self.client(run)
         issuer = Issuer(client, self.solver_factory(), self.config.acme.issuance_timeout)
-        issued = issuer.obtain(cert, replaces=_replaces(client, current))
+        issued = issuer.obtain(cert, replaces=None if self.dry_run else _replaces(client, current))
+        if self.dry_run:
+            detail = f"dry run: serial {issued.chain.cert.serial_number:x} obtained and discarded"
+            return Outcome(
+                cert.name, "dry-run", detail, None, issued.chain.cert.not_valid_after_utc
+            )
         folder = self.store.install(cert.name, issued.key_pem, issued.chain)
         not_after = issued.chain.cert.not_valid_after_utc
         log.info("%s: installed serial %x, valid until %s (%s)", cert.name,

@@ -1,0 +1,57 @@
+"""What happened last to each certificate (for `status`, `check` and metrics), and which
+serial was revoked (so the next run reissues). ``state_dir/attempts/<name>.json``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .store import Store, write_file_atomic
+
+if TYPE_CHECKING:
+    from .renewer import Outcome
+
+
+@dataclass(frozen=True)
+class Attempt:
+    at: str  # ISO 8601, UTC
+    result: str  # "issued", "deployed", "failed"
+    detail: str
+    revoked_serial: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.result == "failed"
+
+
+def _path(store: Store, name: str) -> Any:
+    return store.root / "attempts" / f"{name}.json"
+
+
+def load_attempt(store: Store, name: str) -> Attempt | None:
+    try:
+        return Attempt(**json.loads(_path(store, name).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _save(store: Store, name: str, attempt: Attempt) -> None:
+    folder = store.private_dir("attempts")
+    write_file_atomic(folder / f"{name}.json", json.dumps(asdict(attempt)).encode(), 0o600)
+
+
+def record_attempt(store: Store, outcome: Outcome, now: datetime) -> None:
+    previous = load_attempt(store, outcome.name)
+    revoked = previous.revoked_serial if previous else ""
+    _save(store, outcome.name, Attempt(now.isoformat(), outcome.status, outcome.detail, revoked))
+
+
+def record_revocation(store: Store, name: str, serial: str, now: datetime) -> None:
+    _save(store, name, Attempt(now.isoformat(), "revoked", f"serial {serial} revoked", serial))
+
+
+def revoked_serial(store: Store, name: str) -> str:
+    attempt = load_attempt(store, name)
+    return attempt.revoked_serial if attempt else ""
