@@ -7,12 +7,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
 from .cli_ops import add_operator_commands, run_operator_command
 from .config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, load, resolve_config_path
-from .errors import EXIT_FAILED, EXIT_OK, AgentError, UsageError
+from .errors import EXIT_FAILED, EXIT_OK, AgentError, StoreError, UsageError
 
 if TYPE_CHECKING:
     from .renewer import Outcome
@@ -42,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="more logging (-vv: protocol debugging)"
     )
     loudness.add_argument("-q", "--quiet", action="store_true", help="log errors only")
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="log lines as text (default) or one JSON object per line (journald, ELK); "
+        "also the config key log_format",
+    )
     parser.add_argument("--version", action="version", version=f"acme-agent {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -58,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the whole protocol against the CA (or [acme] staging_directory) for every "
         "selected certificate, then discard the result: no live files, deploys, hooks",
+    )
+    renew.add_argument(
+        "--metrics-textfile",
+        metavar="PATH",
+        help="write Prometheus metrics for node_exporter's textfile collector (atomically); "
+        "also [metrics] textfile",
     )
     renew.add_argument(
         "--cert",
@@ -98,10 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(verbose: int, quiet: bool) -> None:
+def setup_logging(verbose: int, quiet: bool, log_format: str = "text") -> None:
+    from .logfmt import JsonFormatter
+
     level = logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    text = logging.Formatter("%(levelname)s %(message)s")
+    handler.setFormatter(JsonFormatter() if log_format == "json" else text)
     handler.set_name("acme-agent")
     root = logging.getLogger()
     root.handlers[:] = [h for h in root.handlers if h.get_name() != "acme-agent"] + [handler]
@@ -115,7 +131,7 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose, args.quiet)
+    setup_logging(args.verbose, args.quiet, args.log_format or "text")
     os.umask(0o077)  # nothing we create is for other users unless we chmod it so
     try:
         return run_command(args)
@@ -138,12 +154,14 @@ def run_command(args: argparse.Namespace) -> int:
 
         return run_daemon(path)
     config = load(path)
+    if args.log_format is None and config.log_format != "text":
+        setup_logging(args.verbose, args.quiet, config.log_format)
     if args.command == "register":
         return cmd_register(config)
     if args.command == "renew":
         if args.dry_run and args.force:
             raise UsageError("--dry-run already renews every selected certificate; drop --force")
-        return cmd_renew(config, args.cert, args.force, args.dry_run)
+        return cmd_renew(config, args.cert, args.force, args.dry_run, args.metrics_textfile)
     return run_operator_command(config, args)
 
 
@@ -156,11 +174,23 @@ def cmd_register(config: Config) -> int:
     return EXIT_OK
 
 
-def cmd_renew(config: Config, names: list[str], force: bool, dry_run: bool = False) -> int:
+def cmd_renew(
+    config: Config,
+    names: list[str],
+    force: bool,
+    dry_run: bool = False,
+    textfile: str | None = None,
+) -> int:
     from .renewer import Renewer
 
+    target = Path(textfile) if textfile else config.metrics.textfile if config.metrics else None
+    metrics = None
+    if target is not None:
+        from .metrics import Metrics
+
+        metrics = Metrics()
     progress = Progress()
-    renewer = Renewer(config, dry_run=dry_run, on_outcome=progress.outcome)
+    renewer = Renewer(config, dry_run=dry_run, on_outcome=progress.outcome, metrics=metrics)
     certs = renewer.select(names)
     if not certs:
         log.warning("%s: no certificates configured", config.path)
@@ -168,6 +198,14 @@ def cmd_renew(config: Config, names: list[str], force: bool, dry_run: bool = Fal
     progress.total = len(certs)
     outcomes = renewer.run(certs, force=force)
     progress.finish(outcomes)
+    if metrics is not None and target is not None:
+        from .status import gather
+
+        metrics.refresh(gather(config))
+        try:
+            metrics.write_textfile(target)
+        except OSError as err:
+            raise StoreError(f"{target}: cannot write the metrics textfile ({err})") from None
     return EXIT_FAILED if any(o.failed for o in outcomes) else EXIT_OK
 
 

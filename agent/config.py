@@ -30,6 +30,7 @@ DEFAULT_REQUEST_TIMEOUT = 30.0
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
 DEFAULT_KEY_TYPE = "ec-p256"
 HTTP01_MODES = ("standalone", "webroot", "none")
+LOG_FORMATS = ("text", "json")
 # A certificate name becomes a directory name under live/ and archive/.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -58,6 +59,15 @@ class Http01Config:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: the daemon serves /metrics on listen; `renew` writes textfile."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9402
+    textfile: Path | None = None
+
+
+@dataclass(frozen=True)
 class CertificateConfig:
     name: str
     domains: tuple[str, ...]
@@ -81,6 +91,8 @@ class Config:
     certificates: tuple[CertificateConfig, ...]
     hooks: HooksConfig = field(default_factory=HooksConfig)
     certs_dir: Path | None = None
+    metrics: MetricsConfig | None = None
+    log_format: str = "text"
 
     def certificate(self, name: str) -> CertificateConfig | None:
         return next((c for c in self.certificates if c.name == name), None)
@@ -99,6 +111,10 @@ def load(path: Path) -> Config:
     acme = _parse_acme(top.table("acme"), path.parent)
     http01 = _parse_http01(top.table("http01"), path.parent)
     hooks = parse_hooks(top.table("hooks"))
+    metrics = _parse_metrics(top, path.parent)
+    log_format = top.get("log_format", str, "text")
+    if log_format not in LOG_FORMATS:
+        raise top.error("log_format", f'{log_format!r} must be "text" or "json"')
     entries = top.get("certificate", list, [])
     certs_dir_text = top.text("certs_dir")
     top.finish()
@@ -110,7 +126,7 @@ def load(path: Path) -> Config:
         certificates += load_certs_dir(certs_dir, http01, where)
     _check_certificates(certificates, http01)
     state = _relative_to(state_dir, path.parent)
-    return Config(path, state, acme, http01, certificates, hooks, certs_dir)
+    return Config(path, state, acme, http01, certificates, hooks, certs_dir, metrics, log_format)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -140,6 +156,17 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _relative_to(value: Path, base: Path) -> Path:
     """Relative paths in the config are relative to the config file's directory."""
     return value if value.is_absolute() else (base / value)
+
+
+def _parse_metrics(top: _Table, base: Path) -> MetricsConfig | None:
+    if "metrics" not in top.data:
+        top.seen.add("metrics")
+        return None
+    table = top.table("metrics")
+    host, port = parse_listen(table.text("listen", "127.0.0.1:9402") or "", table)
+    textfile = table.text("textfile")
+    table.finish()
+    return MetricsConfig(host, port, _relative_to(Path(textfile), base) if textfile else None)
 
 
 def _parse_acme(table: _Table, base: Path) -> AcmeConfig:

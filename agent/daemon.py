@@ -63,6 +63,11 @@ class Daemon:
         self._debounce: threading.Timer | None = None
         self._running_jobs = 0
         self._jobs_lock = threading.Lock()
+        self.metrics: Any = None
+        if config.metrics is not None:
+            from .metrics import Metrics
+
+            self.metrics = Metrics()
         self.renewer = self._make_renewer(config)
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
@@ -96,7 +101,7 @@ class Daemon:
             except AgentError as err:
                 self._responder = None
                 log.error("%s; binding only while a challenge is pending instead", err)
-        return Renewer(config, solver_factory=factory)
+        return Renewer(config, solver_factory=factory, metrics=self.metrics)
 
     def _install_signals(self) -> None:
         def on_stop(signum: int, frame: FrameType | None) -> None:
@@ -206,6 +211,7 @@ class Daemon:
             self._running_jobs += 1
         try:
             self._renew_one(name)
+            self._refresh_metrics({name})
         finally:
             with self._jobs_lock:
                 self._running_jobs -= 1
@@ -231,6 +237,16 @@ class Daemon:
             return
         self.states.setdefault(name, CertState()).failures = 0
         self.schedule_next(current)
+
+    def _refresh_metrics(self, names: set[str] | None = None) -> None:
+        if self.metrics is None:
+            return
+        from .status import gather
+
+        try:
+            self.metrics.refresh(gather(self.config, names=names))
+        except AgentError as err:
+            log.warning("metrics not refreshed: %s", err)
 
     # -- reload -------------------------------------------------------------------------
     def reload(self) -> None:
@@ -281,8 +297,13 @@ class Daemon:
 
     def run(self) -> int:
         self._install_signals()
+        if self.metrics is not None and self.config.metrics is not None:
+            settings = self.config.metrics
+            self.metrics.serve(settings.listen_host, settings.listen_port)
+            log.info("metrics on http://%s:%d/metrics", settings.listen_host, settings.listen_port)
         self.scheduler.start()
         self.schedule_all()
+        self._refresh_metrics()
         self._watch()
         sdnotify.notify("READY=1", self.status_line())
         log.info("acme-agent running with %d certificates (pid %d)",

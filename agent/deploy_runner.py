@@ -47,12 +47,13 @@ def deploy_pending(
             name, before = item.cert.name, outcomes[item.cert.name]
             if name in result.errors:
                 detail = f"issued, not deployed: {result.errors[name]}"
-                updated[name] = replace(before, status="failed", detail=detail)
+                updated[name] = replace(before, status="failed", detail=detail, error_type="deploy")
                 continue
             store.mark_deployed(name, item.folder.name)
             status = "issued" if before.status == "issued" else "deployed"
             detail = before.detail if status == "issued" else "pending deployment completed"
             if name in result.hook_errors:
                 status, detail = "failed", f"deployed, but {result.hook_errors[name]}"
-            updated[name] = replace(before, status=status, detail=detail)
+            kind = "hook" if status == "failed" else ""
+            updated[name] = replace(before, status=status, detail=detail, error_type=kind)
     return updated

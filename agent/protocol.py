@@ -124,6 +124,8 @@ class AcmeClient:
                 uri=account_uri, body=messages.Registration()
             )
         self._client: acme_client.ClientV2 | None = None
+        # Called with (step, seconds) after every protocol step (metrics).
+        self.observer: Callable[[str, float], None] | None = None
 
     @property
     def client(self) -> acme_client.ClientV2:
@@ -143,6 +145,14 @@ class AcmeClient:
     def _call(self, step: Callable[[], T], during: str, subject: str = "") -> T:
         """Run one protocol step: retry badNonce at once, and transient failures (5xx, 429,
         connection errors) a few times, honouring Retry-After; translate every failure."""
+        started = time.perf_counter()
+        try:
+            return self._call_retrying(step, during, subject)
+        finally:
+            if self.observer is not None:
+                self.observer(during.split(" for ")[0], time.perf_counter() - started)
+
+    def _call_retrying(self, step: Callable[[], T], during: str, subject: str) -> T:
         nonces_left, transient_left = BAD_NONCE_RETRIES, TRANSIENT_RETRIES
         while True:
             self.net.reset()

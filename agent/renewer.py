@@ -25,6 +25,7 @@ from .store import LiveCertificate, Store
 
 if TYPE_CHECKING:
     from .http01 import Solver
+    from .metrics import Metrics
     from .protocol import AcmeClient
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Outcome:
     not_after: datetime | None = None
     next_time: datetime | None = None  # when the certificate is next due (if known)
     retry_after: float | None = None  # seconds the CA asked us to wait before trying again
+    error_type: str = ""  # e.g. "rateLimited", "network", "IssuanceError" (metrics, JSON logs)
 
     @property
     def failed(self) -> bool:
@@ -102,10 +104,12 @@ class Renewer:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         solver_factory: Callable[[], Solver] | None = None,
         dry_run: bool = False,
+        metrics: Metrics | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
         self.config = config
         self.dry_run = dry_run
+        self.metrics = metrics
         self.on_outcome = on_outcome
         self.store = Store(config.state_dir)
         self.clock = clock
@@ -127,6 +131,8 @@ class Renewer:
                     acme = dataclasses.replace(acme, directory=acme.staging_directory)
                 try:
                     self._client = open_client(acme, self.store)
+                    if self.metrics is not None:
+                        self._client.observer = self.metrics.observe_request
                 except AgentError as err:
                     if run is not None:
                         run.client_error = err
@@ -195,6 +201,8 @@ class Renewer:
             record_attempt(self.store, outcome, self.clock())
         if self.on_outcome is not None:
             self.on_outcome(outcome)
+        if self.metrics is not None:
+            self.metrics.observe_outcome(outcome)
         return outcome
 
     def _process(self, cert: CertificateConfig, run: _Run, force: bool) -> Outcome:
@@ -204,9 +212,10 @@ class Renewer:
         except (ConfigError, AccountError):
             raise  # the whole run is misconfigured (e.g. EAB): stop, exit 2
         except AgentError as err:
-            log.error("%s", err)
+            kind = err.problem_type if isinstance(err, CAError) else type(err).__name__
+            log.error("%s", err, extra={"cert": cert.name, "error_type": kind})
             wait = err.retry_after if isinstance(err, CAError) else None
-            return Outcome(cert.name, "failed", str(err), retry_after=wait)
+            return Outcome(cert.name, "failed", str(err), retry_after=wait, error_type=kind)
 
     def plan(
         self,
@@ -271,7 +280,7 @@ class Renewer:
             not_after = current.cert.not_valid_after_utc
             return Outcome(cert.name, "unchanged", detail, live, not_after, plan.next_time)
         log.info("%s: obtaining a certificate for %s (%s)", cert.name, ", ".join(cert.domains),
-                 plan.reason)  # fmt: skip
+                 plan.reason, extra={"cert": cert.name, "domains": list(cert.domains)})  # fmt: skip
         from .issuer import Issuer
 
         if not self.dry_run:
@@ -287,7 +296,8 @@ class Renewer:
         folder = self.store.install(cert.name, issued.key_pem, issued.chain)
         not_after = issued.chain.cert.not_valid_after_utc
         log.info("%s: installed serial %x, valid until %s (%s)", cert.name,
-                 issued.chain.cert.serial_number, not_after.isoformat(), folder)  # fmt: skip
+                 issued.chain.cert.serial_number, not_after.isoformat(), folder,
+                 extra={"cert": cert.name, "order": issued.order_url})  # fmt: skip
         return Outcome(cert.name, "issued", plan.reason, live, not_after)
 
 

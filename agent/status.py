@@ -38,10 +38,13 @@ class CertStatus:
         return asdict(self)
 
 
-def gather(config: Config, now: datetime | None = None) -> list[CertStatus]:
+def gather(
+    config: Config, now: datetime | None = None, names: set[str] | None = None
+) -> list[CertStatus]:
     now = now or datetime.now(UTC)
     renewer = Renewer(config, clock=lambda: now)
-    return [_one(renewer, cert, now) for cert in config.certificates]
+    certs = [c for c in config.certificates if names is None or c.name in names]
+    return [_one(renewer, cert, now) for cert in certs]
 
 
 def _one(renewer: Renewer, cert: object, now: datetime) -> CertStatus:

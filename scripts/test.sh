@@ -3,7 +3,9 @@
 # ruff lint, ruff format, and the whole pytest suite (unit and end-to-end against pebble).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh pebble nginx-light
+# pebble: the CA; nginx-light: deploy tests; prometheus: promtool for the alert-rule tests;
+# systemd: systemd-analyze for the unit tests.
+scripts/bootstrap.sh pebble nginx-light prometheus systemd
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/pytest "$@"
