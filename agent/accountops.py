@@ -11,18 +11,10 @@ from .attempts import record_revocation
 from .config import Config
 from .errors import ConfigError, StoreError
 from .protocol import account_key_pem_new
+from .revocation import REASONS
 from .store import Store, write_file_atomic
 
 log = logging.getLogger(__name__)
-
-# RFC 5280 reason codes accepted by `revoke --reason`.
-REASONS = {
-    "unspecified": 0,
-    "keyCompromise": 1,
-    "affiliationChanged": 3,
-    "superseded": 4,
-    "cessationOfOperation": 5,
-}
 
 
 def show(config: Config) -> dict[str, object]:

@@ -10,8 +10,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-
-from cryptography import x509
+from typing import Any
 
 from .errors import CAError
 from .policy import DEFAULT_ARI_RECHECK, AriWindow
@@ -63,6 +62,21 @@ def save_state(store: Store, name: str, state: AriState) -> None:
     write_file_atomic(store.private_dir("ari") / f"{name}.json", state.to_json(), 0o600)
 
 
+def ca_without_ari(store: Store, directory: str, now: datetime) -> datetime | None:
+    """Until when the CA is known to offer no renewalInfo (so no request is needed)."""
+    try:
+        data = json.loads((store.root / "ari" / "_ca.json").read_text())
+        until = datetime.fromisoformat(data["no_ari_until"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return until if data.get("directory") == directory and until > now else None
+
+
+def remember_ca_without_ari(store: Store, directory: str, until: datetime) -> None:
+    data = {"directory": directory, "no_ari_until": until.isoformat()}
+    write_file_atomic(store.private_dir("ari") / "_ca.json", json.dumps(data).encode(), 0o600)
+
+
 def recheck_after(retry_after: str | None, now: datetime) -> datetime:
     from .transport import retry_after_seconds
 
@@ -75,8 +89,11 @@ def needs_refresh(state: AriState | None, serial: str, now: datetime) -> bool:
     return state is None or state.serial != serial or now >= state.next_check
 
 
-def fetch(client: object, cert: x509.Certificate, name: str, now: datetime) -> AriState:
-    """Ask the CA (``client`` is an AcmeClient) for the window of ``cert``."""
+def fetch(client: object, cert: Any, name: str, now: datetime) -> AriState:
+    """Ask the CA (``client`` is an AcmeClient) for the window of ``cert`` (an x509
+    certificate; cryptography is imported only on this path)."""
+    from cryptography import x509
+
     from .protocol import AcmeClient, ari_cert_id
 
     assert isinstance(client, AcmeClient)

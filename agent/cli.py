@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -213,17 +214,19 @@ class Progress:
     """A line per certificate as it completes (and a counter on a terminal), a summary."""
 
     def __init__(self) -> None:
+        self.lock = threading.Lock()  # outcomes arrive from several orders at once
         self.total = 0
         self.done = 0
         self.printed: dict[str, str] = {}
         self.tty = sys.stderr.isatty()
 
     def outcome(self, outcome: Outcome) -> None:
-        self.done += 1
-        self._print(outcome)
-        if self.tty and self.total > 1:
-            sys.stderr.write(f"\r{self.done}/{self.total} certificates\r")
-            sys.stderr.flush()
+        with self.lock:
+            self.done += 1
+            self._print(outcome)
+            if self.tty and self.total > 1:
+                sys.stderr.write(f"\r{self.done}/{self.total} certificates\r")
+                sys.stderr.flush()
 
     def _print(self, outcome: Outcome) -> None:
         line = describe(outcome)

@@ -40,7 +40,7 @@ def add_operator_commands(commands: Any) -> None:
         "obtains a new one.",
     )
     revoke.add_argument("--cert", metavar="NAME", required=True)
-    from .accountops import REASONS
+    from .revocation import REASONS
 
     revoke.add_argument("--reason", choices=sorted(REASONS), default="unspecified")
 

@@ -25,6 +25,9 @@ CONFIG_ENV = "ACME_AGENT_CONFIG"
 DEFAULT_STATE_DIR = "/var/lib/acme-agent"
 # AWS Certificate Manager documents up to 2 minutes per issuance; 5 minutes leaves room.
 DEFAULT_ISSUANCE_TIMEOUT = 300.0
+# Orders worked on at once: fast through a mass renewal, yet gentle on a CA (each waits
+# for the CA most of the time; Retry-After from any of them pauses all).
+DEFAULT_MAX_CONCURRENT_ORDERS = 8
 # One HTTP request to the CA (connect + answer); a stalled CA costs at most this per try.
 DEFAULT_REQUEST_TIMEOUT = 30.0
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
@@ -48,6 +51,7 @@ class AcmeConfig:
     issuance_timeout: float = DEFAULT_ISSUANCE_TIMEOUT
     request_timeout: float = 30.0
     staging_directory: str | None = None  # where `renew --dry-run` goes, if set
+    max_concurrent_orders: int = 8
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,9 @@ def _parse_acme(table: _Table, base: Path) -> AcmeConfig:
     request_timeout = table.get("request_timeout", (int, float), DEFAULT_REQUEST_TIMEOUT)
     if not 1 <= request_timeout <= 600:
         raise table.error("request_timeout", f"{request_timeout} must be between 1 and 600 seconds")
+    concurrency = table.get("max_concurrent_orders", int, DEFAULT_MAX_CONCURRENT_ORDERS)
+    if not 1 <= concurrency <= 64:
+        raise table.error("max_concurrent_orders", f"{concurrency} must be between 1 and 64")
     staging = table.text("staging_directory")
     if staging is not None and not staging.startswith("https://"):
         raise table.error("staging_directory", f"{staging!r} must be an https:// URL")
@@ -204,6 +211,7 @@ def _parse_acme(table: _Table, base: Path) -> AcmeConfig:
         issuance_timeout=float(timeout),
         request_timeout=float(request_timeout),
         staging_directory=staging,
+        max_concurrent_orders=concurrency,
     )
 
 

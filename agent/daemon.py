@@ -176,7 +176,7 @@ class Daemon:
         ARI check when that comes first."""
         now = datetime.now(UTC)
         try:
-            plan = self.renewer.plan(cert, self.renewer.store.current(cert.name))
+            plan = self.renewer.plan(cert, self.renewer.store.record(cert.name))
         except AgentError as err:
             log.error("%s: cannot plan renewal: %s", cert.name, err)
             self._schedule_retry(cert, str(err))
@@ -195,7 +195,7 @@ class Daemon:
         state.failures += 1
         state.last_error = error
         now = datetime.now(UTC)
-        current = facts(self.renewer.store.current(cert.name))
+        current = facts(self.renewer.store.record(cert.name))
         time_left = current.not_after - now if current else timedelta(0)
         delay = policy.backoff(state.failures, time_left, random.random())
         if retry_after is not None:  # never before the CA's Retry-After

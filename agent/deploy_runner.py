@@ -38,9 +38,9 @@ def deploy_pending(
             stack.enter_context(store.lock(cert.name))
         items = []
         for cert in certs:
-            folder, current = store.live_folder(cert.name), store.current(cert.name)
+            folder, current = store.live_folder(cert.name), store.record(cert.name)
             if folder is not None and current is not None:
-                items.append(DeployItem(cert, folder, current.cert.serial_number))
+                items.append(DeployItem(cert, folder, int(current.serial, 16)))
         result = Deployer().deploy(items)
         updated = {}
         for item in items:

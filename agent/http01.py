@@ -241,42 +241,90 @@ class Responder:
         self._server = self._thread = self._wake = None
 
 
-class StandaloneSolver:
-    """Answers HTTP-01 on ``host:port``; the socket is open only between present and cleanup.
+class StandaloneSession:
+    """One responder on ``host:port`` shared by every issuance of a run (several may run at
+    once). It binds when the first challenge is presented and closes when the last one is
+    cleaned up, so the port is open only while a challenge is pending.
 
     When the port is held by a running ``acme-agent run`` on this host (its responder stays
-    up), the tokens are handed to it as files in ``tokens_dir`` instead.
+    up), tokens are handed to it as files in ``tokens_dir`` instead.
     """
 
     def __init__(self, host: str, port: int, tokens_dir: Path | None = None) -> None:
-        self._responder = Responder(host, port)
-        self._tokens_dir = tokens_dir
-        self._handover = WebrootSolver.into(tokens_dir) if tokens_dir else None
-        self._handed_over = False
+        self.responder = Responder(host, port)
+        self.tokens_dir = tokens_dir
+        self._lock = threading.Lock()
+        self._users = 0
+        self.handed_over = False
 
-    def present(self, challenges: Sequence[Challenge]) -> None:
-        if not self._responder.running and not self._handed_over:
+    def acquire(self) -> bool:
+        """Make sure someone serves tokens; True when that is our own responder."""
+        with self._lock:
+            self._users += 1
+            if self.responder.running or self.handed_over:
+                return not self.handed_over
             try:
-                self._responder.start()
+                self.responder.start()
+                return True
             except IssuanceError:
-                if self._tokens_dir is None or not _daemon_serves(
-                    self._tokens_dir, self._responder.host, self._responder.port
+                if self.tokens_dir is None or not _daemon_serves(
+                    self.tokens_dir, self.responder.host, self.responder.port
                 ):
+                    self._users -= 1
                     raise
                 log.info("HTTP-01 port held by the running acme-agent; handing tokens to it")
-                self._handed_over = True
-        if self._handed_over:
-            assert self._handover is not None
+                self.handed_over = True
+                return False
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self.responder.close()
+                self.responder.tokens.clear()
+                self.handed_over = False
+
+
+class StandaloneSolver:
+    """The challenges of one issuance, served by a (shared) :class:`StandaloneSession`."""
+
+    def __init__(
+        self,
+        host: str | StandaloneSession,
+        port: int = 0,
+        tokens_dir: Path | None = None,
+    ) -> None:
+        if isinstance(host, StandaloneSession):
+            self._session = host
+        else:
+            self._session = StandaloneSession(host, port, tokens_dir)
+        self._mine: list[Challenge] = []
+        self._handover: WebrootSolver | None = None
+        self._acquired = False
+
+    def present(self, challenges: Sequence[Challenge]) -> None:
+        if not self._acquired:
+            own = self._session.acquire()
+            self._acquired = True
+            if not own:
+                assert self._session.tokens_dir is not None
+                self._handover = WebrootSolver.into(self._session.tokens_dir)
+        self._mine += challenges
+        if self._handover is not None:
             self._handover.present(challenges)
         else:
-            self._responder.add(challenges)
+            self._session.responder.add(challenges)
 
     def cleanup(self) -> None:
-        self._responder.close()
-        self._responder.tokens.clear()
         if self._handover is not None:
             self._handover.cleanup()
-        self._handed_over = False
+        else:
+            self._session.responder.remove(self._mine)
+        self._mine.clear()
+        if self._acquired:
+            self._acquired = False
+            self._handover = None
+            self._session.release()
 
 
 OWNER_FILE = ".responder"  # in tokens_dir: "pid host port" of the daemon's responder

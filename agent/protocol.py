@@ -173,6 +173,8 @@ class AcmeClient:
             if error.retry_after is not None and error.retry_after > MAX_INLINE_WAIT:
                 raise _with_wait(error) from None
             delay = error.retry_after
+            if delay is not None and (status == 429 or error.problem_type == "rateLimited"):
+                self.net.hold(delay)  # rate limited: the other orders pause too
             if delay is None:
                 attempt = TRANSIENT_RETRIES - transient_left
                 delay = TRANSIENT_BACKOFF * 2**attempt * (0.5 + random.random())

@@ -21,7 +21,7 @@ from . import ari, commands, policy
 from .attempts import record_attempt, revoked_serial
 from .config import CertificateConfig, Config
 from .errors import AccountError, AgentError, CAError, ConfigError
-from .store import LiveCertificate, Store
+from .store import CertRecord, Store
 
 if TYPE_CHECKING:
     from .http01 import Solver
@@ -69,28 +69,26 @@ class _Run:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def facts(current: LiveCertificate | None) -> policy.CertFacts | None:
-    if current is None:
+def facts(record: CertRecord | None) -> policy.CertFacts | None:
+    if record is None:
         return None
-    return policy.CertFacts(
-        domains=current.domains,
-        key_type=current.key_type,
-        not_before=current.cert.not_valid_before_utc,
-        not_after=current.cert.not_valid_after_utc,
-    )
+    return policy.CertFacts(record.domains, record.key_type, record.not_before, record.not_after)
 
 
-def make_solver(config: Config) -> Solver:
-    from .http01 import NoSolver, StandaloneSolver, WebrootSolver
+def solver_factory_for(config: Config) -> Callable[[], Solver]:
+    """A new solver per issuance; in standalone mode they share one responder."""
+    from .http01 import NoSolver, StandaloneSession, StandaloneSolver, WebrootSolver
 
     http01 = config.http01
     if http01.mode == "webroot":
         assert http01.webroot is not None
-        return WebrootSolver(http01.webroot)
+        webroot = http01.webroot
+        return lambda: WebrootSolver(webroot)
     if http01.mode == "none":
-        return NoSolver()
+        return NoSolver
     tokens_dir = config.state_dir / "http01"
-    return StandaloneSolver(http01.listen_host, http01.listen_port, tokens_dir)
+    session = StandaloneSession(http01.listen_host, http01.listen_port, tokens_dir)
+    return lambda: StandaloneSolver(session)
 
 
 class Renewer:
@@ -113,9 +111,16 @@ class Renewer:
         self.on_outcome = on_outcome
         self.store = Store(config.state_dir)
         self.clock = clock
-        self.solver_factory = solver_factory or (lambda: make_solver(config))
+        self._solver_factory = solver_factory
         self._client: AcmeClient | None = None
         self._client_lock = threading.Lock()
+        self._ari_unreachable = False
+
+    @property
+    def solver_factory(self) -> Callable[[], Solver]:
+        if self._solver_factory is None:  # built lazily: http01 is imported only when needed
+            self._solver_factory = solver_factory_for(self.config)
+        return self._solver_factory
 
     def client(self, run: _Run | None = None) -> AcmeClient:
         """The account-bound client; protocol modules are imported only when needed.
@@ -157,7 +162,7 @@ class Renewer:
         from .deploy_runner import deploy_pending, pending_deployments
 
         run = _Run()
-        outcomes = {cert.name: self.process(cert, run, force=force) for cert in certs}
+        outcomes = self._process_all(certs, run, force)
         if self.dry_run:
             return list(outcomes.values())  # nothing deployed, no hooks
         pending = pending_deployments(self.store, certs, outcomes)
@@ -171,6 +176,20 @@ class Renewer:
         if run.pre_hook_ran:
             self._run_post_hook(results)
         return results
+
+    def _process_all(
+        self, certs: list[CertificateConfig], run: _Run, force: bool
+    ) -> dict[str, Outcome]:
+        """Up to ``max_concurrent_orders`` certificates at once (one thread each: the work is
+        waiting on the CA); outcomes in configuration order."""
+        workers = min(self.config.acme.max_concurrent_orders, len(certs))
+        if workers <= 1:
+            return {cert.name: self.process(cert, run, force=force) for cert in certs}
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="order") as pool:
+            futures = {c.name: pool.submit(self.process, c, run, force=force) for c in certs}
+            return {name: future.result() for name, future in futures.items()}
 
     def run_pre_hook(self, run: _Run) -> None:
         with run.lock:
@@ -207,11 +226,21 @@ class Renewer:
 
     def _process(self, cert: CertificateConfig, run: _Run, force: bool) -> Outcome:
         try:
+            if not force:  # the common case, nothing due: decided without a lock
+                unchanged = self._unchanged(cert, self.store.record(cert.name), run)
+                if unchanged is not None:
+                    return unchanged
             with self.store.lock(cert.name):
                 return self._process_locked(cert, run, force)
         except (ConfigError, AccountError):
             raise  # the whole run is misconfigured (e.g. EAB): stop, exit 2
-        except AgentError as err:
+        except Exception as err:
+            if not isinstance(err, AgentError):  # a bug: one certificate's, not the run's
+                log.debug("internal error", exc_info=True)
+                err = AgentError(
+                    f"{cert.name}: internal error ({type(err).__name__}: {err}); please report "
+                    "it with the output of -vv"
+                )
             kind = err.problem_type if isinstance(err, CAError) else type(err).__name__
             log.error("%s", err, extra={"cert": cert.name, "error_type": kind})
             wait = err.retry_after if isinstance(err, CAError) else None
@@ -220,7 +249,7 @@ class Renewer:
     def plan(
         self,
         cert: CertificateConfig,
-        current: LiveCertificate | None,
+        current: CertRecord | None,
         *,
         force: bool = False,
         offline: bool = False,
@@ -233,12 +262,12 @@ class Renewer:
         if current is not None and not force:
             if offline:
                 ari_state = ari.load_state(self.store, cert.name)
-                if ari_state is not None and ari_state.serial != f"{current.cert.serial_number:x}":
+                if ari_state is not None and ari_state.serial != current.serial:
                     ari_state = None
             else:
                 ari_state = self._ari_state(cert, current, now)
         window = ari_state.window() if ari_state else None
-        serial = f"{current.cert.serial_number:x}" if current else ""
+        serial = current.serial if current else ""
         rand = policy.stable_fraction(HOST, cert.name, serial)
         if current is not None and revoked_serial(self.store, cert.name) == serial:
             return Plan("the certificate in service was revoked", None, "revoked", ari_state)
@@ -254,31 +283,52 @@ class Renewer:
         return Plan(None, when, why, ari_state)
 
     def _ari_state(
-        self, cert: CertificateConfig, current: LiveCertificate, now: datetime
+        self, cert: CertificateConfig, current: CertRecord, now: datetime
     ) -> ari.AriState | None:
         state = ari.load_state(self.store, cert.name)
-        serial = f"{current.cert.serial_number:x}"
+        serial = current.serial
         if not ari.needs_refresh(state, serial, now):
             return state
+        directory = self.config.acme.directory
+        no_ari_until = ari.ca_without_ari(self.store, directory, now)
+        if no_ari_until is not None:  # known: this CA has no renewalInfo; no request
+            return ari.AriState(serial, False, no_ari_until)
+        stale = state if state is not None and state.serial == serial else None
+        if self._ari_unreachable:
+            return stale
+        live = self.store.current(cert.name)
+        if live is None:
+            return stale
         try:
-            fresh = ari.fetch(self.client(), current.cert, cert.name, now)
+            fresh = ari.fetch(self.client(), live.cert, cert.name, now)
         except (ConfigError, AccountError):
             raise
         except AgentError as err:
+            self._ari_unreachable = True  # once per process, not once per certificate
             log.warning("%s: cannot check renewal information: %s", cert.name, err)
-            return state if state is not None and state.serial == serial else None
+            return stale
+        if not fresh.supported:
+            ari.remember_ca_without_ari(self.store, directory, fresh.next_check)
         ari.save_state(self.store, cert.name, fresh)
         return fresh
 
+    def _unchanged(
+        self, cert: CertificateConfig, current: CertRecord | None, run: _Run
+    ) -> Outcome | None:
+        """The outcome when ``cert`` is not due (None when it is)."""
+        plan = self.plan(cert, current)
+        if plan.reason is not None or current is None or plan.next_time is None:
+            return None
+        detail = f"not due; next renewal {plan.next_time:%Y-%m-%d %H:%M} UTC ({plan.why})"
+        live = self.store.live_dir(cert.name)
+        return Outcome(cert.name, "unchanged", detail, live, current.not_after, plan.next_time)
+
     def _process_locked(self, cert: CertificateConfig, run: _Run, force: bool) -> Outcome:
-        current = self.store.current(cert.name)
+        current = self.store.record(cert.name)  # again: another process may have renewed
+        if not force and (unchanged := self._unchanged(cert, current, run)) is not None:
+            return unchanged
         plan = self.plan(cert, current, force=force)
         live = self.store.live_dir(cert.name)
-        if plan.reason is None:
-            assert current is not None and plan.next_time is not None
-            detail = f"not due; next renewal {plan.next_time:%Y-%m-%d %H:%M} UTC ({plan.why})"
-            not_after = current.cert.not_valid_after_utc
-            return Outcome(cert.name, "unchanged", detail, live, not_after, plan.next_time)
         log.info("%s: obtaining a certificate for %s (%s)", cert.name, ", ".join(cert.domains),
                  plan.reason, extra={"cert": cert.name, "domains": list(cert.domains)})  # fmt: skip
         from .issuer import Issuer
@@ -287,7 +337,8 @@ class Renewer:
             self.run_pre_hook(run)
         client = self.client(run)
         issuer = Issuer(client, self.solver_factory(), self.config.acme.issuance_timeout)
-        issued = issuer.obtain(cert, replaces=None if self.dry_run else _replaces(client, current))
+        replaces = None if self.dry_run or current is None else self._replaces(client, cert.name)
+        issued = issuer.obtain(cert, replaces=replaces)
         if self.dry_run:
             detail = f"dry run: serial {issued.chain.cert.serial_number:x} obtained and discarded"
             return Outcome(
@@ -300,13 +351,13 @@ class Renewer:
                  extra={"cert": cert.name, "order": issued.order_url})  # fmt: skip
         return Outcome(cert.name, "issued", plan.reason, live, not_after)
 
+    def _replaces(self, client: AcmeClient, name: str) -> str | None:
+        """The ARI id of the certificate being replaced, when the CA speaks ARI."""
+        if not client.supports_ari():
+            return None
+        from .protocol import ari_cert_id
 
-def _replaces(client: AcmeClient, current: LiveCertificate | None) -> str | None:
-    """The ARI id of the certificate being replaced, when the CA speaks ARI."""
-    if current is None or not client.supports_ari():
+        current = self.store.current(name)
+        with contextlib.suppress(ValueError, LookupError):
+            return ari_cert_id(current.cert) if current else None
         return None
-    from .protocol import ari_cert_id
-
-    with contextlib.suppress(ValueError, LookupError):
-        return ari_cert_id(current.cert)
-    return None

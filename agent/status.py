@@ -52,7 +52,7 @@ def _one(renewer: Renewer, cert: object, now: datetime) -> CertStatus:
 
     assert isinstance(cert, CertificateConfig)
     store = renewer.store
-    current = store.current(cert.name)
+    current = store.record(cert.name)
     attempt = load_attempt(store, cert.name)
     plan = renewer.plan(cert, current, offline=True)
     deployed = None
@@ -66,17 +66,17 @@ def _one(renewer: Renewer, cert: object, now: datetime) -> CertStatus:
             attempt.result if attempt else None,
             attempt.detail if attempt and attempt.failed else None, deployed,
         )  # fmt: skip
-    c = current.cert
+    c = current
     return CertStatus(
         name=cert.name,
         domains=sorted(current.domains),
         key_type=current.key_type,
-        issuer=c.issuer.rfc4514_string(),
-        serial=f"{c.serial_number:x}",
-        not_before=c.not_valid_before_utc.isoformat(),
-        not_after=c.not_valid_after_utc.isoformat(),
-        seconds_left=(c.not_valid_after_utc - now).total_seconds(),
-        lifetime_seconds=(c.not_valid_after_utc - c.not_valid_before_utc).total_seconds(),
+        issuer=c.issuer,
+        serial=c.serial,
+        not_before=c.not_before.isoformat(),
+        not_after=c.not_after.isoformat(),
+        seconds_left=(c.not_after - now).total_seconds(),
+        lifetime_seconds=(c.not_after - c.not_before).total_seconds(),
         next_renewal=(plan.next_time or now).isoformat(),
         next_renewal_reason=plan.reason or plan.why,
         last_attempt=attempt.at if attempt else None,

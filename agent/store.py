@@ -30,17 +30,22 @@ import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from cryptography import x509
-
-from . import keys
 from .errors import StoreError
+
+if TYPE_CHECKING:  # imported lazily: a run with nothing due never loads cryptography
+    from cryptography import x509
+
+    from . import keys
 
 # Held while files that readers use are being swapped; the daemon takes it before a forced
 # exit so that it never leaves in the middle of one.
 SWAP_LOCK = threading.Lock()
+FACTS = "facts.json"  # beside the PEM files of each issuance: see CertRecord
 PEM_FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
 _VERSION_RE = re.compile(r"^\d{4,}$")
 _TMP_PREFIX = ".tmp-"
@@ -91,7 +96,7 @@ def write_files_atomic(files: list[FileWrite]) -> None:
         remove_stale_temporaries(item.path)
     try:
         for item in files:
-            tmp = item.path.with_name(f"{_TMP_PREFIX}{item.path.name}.{secrets.token_hex(4)}")
+            tmp = item.path.with_name(_temp_name(item.path.name))
             staged.append((tmp, item))
             _write_new(tmp, item)
     except OSError as err:
@@ -108,13 +113,37 @@ def write_files_atomic(files: list[FileWrite]) -> None:
         raise StoreError(_describe(err, files[0].path)) from err
 
 
+def _temp_name(name: str) -> str:
+    """``.tmp-<name>.<pid>.<random>``: the pid tells a dead writer's leftover from a live
+    writer's file in progress."""
+    return f"{_TMP_PREFIX}{name}.{os.getpid()}.{secrets.token_hex(4)}"
+
+
+def _writer_alive(leftover: Path) -> bool:
+    try:
+        pid = int(leftover.name.rsplit(".", 2)[-2])
+    except (ValueError, IndexError):
+        return False
+    if pid == os.getpid():
+        return True  # another thread of ours is writing it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def remove_stale_temporaries(path: Path) -> None:
     """Temporary files of ``path`` left by a process killed mid-write (they are dotfiles
-    without a .pem suffix, so nothing reads them; this keeps them from piling up)."""
+    without a .pem suffix, so nothing reads them; this keeps them from piling up). Files of
+    writers still running are left alone."""
     with contextlib.suppress(OSError):
         for leftover in path.parent.glob(f"{_TMP_PREFIX}{path.name}.*"):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+            if not _writer_alive(leftover):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
 
 
 def _write_new(tmp: Path, item: FileWrite) -> None:
@@ -142,6 +171,15 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+def _facts_of(name: str, chain: keys.IssuedChain, key_pem: bytes) -> bytes:
+    from . import keys
+
+    cert = chain.cert
+    key_type = keys.key_type_of(keys.load_key_pem(key_pem))
+    live = LiveCertificate(name, "", cert, frozenset(keys.dns_names(cert)), key_type)
+    return CertRecord.of(live).to_json()
+
+
 @dataclass(frozen=True)
 class StoredAccount:
     uri: str
@@ -157,6 +195,50 @@ class LiveCertificate:
     cert: x509.Certificate
     domains: frozenset[str]
     key_type: str
+
+
+@dataclass(frozen=True)
+class CertRecord:
+    """The facts of the certificate in service, from ``facts.json`` beside its files
+    (written at install; rebuilt from the files if missing). Reading it needs no
+    cryptography, so deciding that nothing is due is cheap."""
+
+    name: str
+    version: str
+    serial: str  # hex
+    domains: frozenset[str]
+    key_type: str
+    not_before: datetime
+    not_after: datetime
+    issuer: str
+
+    def to_json(self) -> bytes:
+        data = {
+            "serial": self.serial,
+            "domains": sorted(self.domains),
+            "key_type": self.key_type,
+            "not_before": self.not_before.isoformat(),
+            "not_after": self.not_after.isoformat(),
+            "issuer": self.issuer,
+        }
+        return json.dumps(data).encode()
+
+    @classmethod
+    def from_json(cls, name: str, version: str, raw: bytes) -> CertRecord:
+        data = json.loads(raw)
+        return cls(
+            name, version, str(data["serial"]), frozenset(data["domains"]),
+            str(data["key_type"]), datetime.fromisoformat(data["not_before"]),
+            datetime.fromisoformat(data["not_after"]), str(data.get("issuer", "")),
+        )  # fmt: skip
+
+    @classmethod
+    def of(cls, live: LiveCertificate) -> CertRecord:
+        cert = live.cert
+        return cls(
+            live.name, live.version, f"{cert.serial_number:x}", live.domains, live.key_type,
+            cert.not_valid_before_utc, cert.not_valid_after_utc, cert.issuer.rfc4514_string(),
+        )  # fmt: skip
 
 
 class Store:
@@ -212,8 +294,29 @@ class Store:
     def archive_dir(self, name: str) -> Path:
         return self.root / "archive" / name
 
+    def record(self, name: str) -> CertRecord | None:
+        """The facts of the certificate in service (cheap), or None when there is none."""
+        folder = self.live_folder(name)
+        if folder is None:
+            return None
+        try:
+            return CertRecord.from_json(name, folder.name, (folder / FACTS).read_bytes())
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        current = self.current(name)
+        if current is None:
+            return None
+        record = CertRecord.of(current)
+        with contextlib.suppress(StoreError):  # self-heal (e.g. imported or older versions)
+            write_file_atomic(folder / FACTS, record.to_json(), 0o600)
+        return record
+
     def current(self, name: str) -> LiveCertificate | None:
         """The certificate in service, or None when there is none (or it is unreadable)."""
+        from cryptography import x509
+
+        from . import keys
+
         link = self.live_dir(name)
         try:
             target = os.readlink(link)
@@ -242,6 +345,7 @@ class Store:
         try:
             staging.mkdir(mode=0o700)
             for filename, data, mode in (
+                (FACTS, _facts_of(name, chain, key_pem), 0o600),
                 ("privkey.pem", key_pem, 0o600),
                 ("cert.pem", chain.cert_pem, 0o644),
                 ("chain.pem", chain.chain_pem, 0o644),
@@ -264,7 +368,7 @@ class Store:
         live_root = self.private_dir("live")
         link = live_root / name
         remove_stale_temporaries(link)
-        tmp = live_root / f"{_TMP_PREFIX}{name}.{secrets.token_hex(4)}"
+        tmp = live_root / _temp_name(name)
         try:
             os.symlink(os.path.relpath(folder, live_root), tmp)
             os.replace(tmp, link)

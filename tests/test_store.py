@@ -22,6 +22,7 @@ def test_install_swaps_live_and_keeps_archive(tmp_path: Path) -> None:
     assert os.readlink(store.live_dir("www")) == "../archive/www/0003"
     modes = {p.name: p.stat().st_mode & 0o777 for p in store.live_dir("www").iterdir()}
     assert modes == {
+        "facts.json": 0o600,
         "cert.pem": 0o644,
         "chain.pem": 0o644,
         "fullchain.pem": 0o644,
