@@ -20,6 +20,8 @@ class Attempt:
     result: str  # "issued", "deployed", "failed"
     detail: str
     revoked_serial: str = ""
+    error_type: str = ""
+    retry_after: float | None = None
 
     @property
     def failed(self) -> bool:
@@ -45,7 +47,11 @@ def _save(store: Store, name: str, attempt: Attempt) -> None:
 def record_attempt(store: Store, outcome: Outcome, now: datetime) -> None:
     previous = load_attempt(store, outcome.name)
     revoked = previous.revoked_serial if previous else ""
-    _save(store, outcome.name, Attempt(now.isoformat(), outcome.status, outcome.detail, revoked))
+    attempt = Attempt(
+        now.isoformat(), outcome.status, outcome.detail, revoked, outcome.error_type,
+        outcome.retry_after,
+    )  # fmt: skip
+    _save(store, outcome.name, attempt)
 
 
 def record_revocation(store: Store, name: str, serial: str, now: datetime) -> None:

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("acme-agent")
 
+# The daemon runs issuance in child `renew` processes; they hand back request durations here.
+DURATIONS_ENV = "ACME_AGENT_DURATIONS_FILE"
+
 DESCRIPTION = """\
 An ACME (RFC 8555) certificate agent: registers with your CA (with External Account
 Binding when the CA asks for it), obtains certificates over HTTP-01 and keeps them renewed.
@@ -185,8 +188,9 @@ def cmd_renew(
     from .renewer import Renewer
 
     target = Path(textfile) if textfile else config.metrics.textfile if config.metrics else None
+    samples = os.environ.get(DURATIONS_ENV)  # set by the daemon for its child processes
     metrics = None
-    if target is not None:
+    if target is not None or samples:
         from .metrics import Metrics
 
         metrics = Metrics()
@@ -199,6 +203,8 @@ def cmd_renew(
     progress.total = len(certs)
     outcomes = renewer.run(certs, force=force)
     progress.finish(outcomes)
+    if metrics is not None and samples:
+        metrics.write_samples(Path(samples))
     if metrics is not None and target is not None:
         from .status import gather
 

@@ -8,7 +8,9 @@
   same. An invalid edit is logged with file and field and the previous config stays.
 - Signal handlers only set flags; the main thread acts on them. SIGTERM/SIGINT: stop taking
   work, let file swaps finish, exit within SHUTDOWN_GRACE seconds.
-No ACME code here: each job calls the same Renewer as ``acme-agent renew``.
+No ACME code here: due certificates are gathered into batches and each batch runs as a
+child ``acme-agent renew --cert ...`` process, so the resident daemon never loads the
+protocol stack (about 20 MiB) and an issuance that crashes cannot take the daemon down.
 """
 
 from __future__ import annotations
@@ -26,21 +28,26 @@ from types import FrameType
 from typing import Any
 
 from . import policy, sdnotify
+from .attempts import load_attempt
 from .config import CertificateConfig, Config, load
-from .errors import AgentError, ConfigError
+from .errors import EXIT_USAGE, AgentError, ConfigError
 from .renewer import Renewer, facts
-from .store import SWAP_LOCK
+from .worker import ChildRenewal, _outcome_of
 
 log = logging.getLogger(__name__)
 
 # Jobs that start within this long after their time still run (e.g. after a suspend).
 MISFIRE_GRACE = 3600
-# Several certificates may be worked on at once (new hosts, mass renewal via ARI).
-MAX_CONCURRENT = 4
+# Jobs only put a certificate into the next batch; one scheduler thread is plenty.
+SCHEDULER_THREADS = 1
 # Coalesce bursts of file events (editors write several times) into one reload.
 RELOAD_DEBOUNCE = 0.5
 # SIGTERM: in-flight work gets this long; swaps are atomic, so stopping later is safe too.
 SHUTDOWN_GRACE = 8.0
+# watchdog event types that mean a file changed.
+CHANGE_EVENTS = ("created", "modified", "moved", "deleted", "closed")
+# Due certificates arriving within this window share one child process.
+BATCH_WINDOW = 0.2
 
 
 @dataclass
@@ -61,8 +68,11 @@ class Daemon:
         self._responder: Any = None
         self._observer: Any = None
         self._debounce: threading.Timer | None = None
-        self._running_jobs = 0
-        self._jobs_lock = threading.Lock()
+        self._due: set[str] = set()
+        self._batch_lock = threading.Lock()
+        self._batch_ready = threading.Event()
+        self._ari_asked: dict[str, str] = {}
+        self._child = ChildRenewal(config_path, config.state_dir)
         self.metrics: Any = None
         if config.metrics is not None:
             from .metrics import Metrics
@@ -74,7 +84,7 @@ class Daemon:
 
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
-            executors={"default": ThreadPoolExecutor(MAX_CONCURRENT)},
+            executors={"default": ThreadPoolExecutor(SCHEDULER_THREADS)},
             job_defaults={
                 "coalesce": True,
                 "max_instances": 1,
@@ -84,24 +94,25 @@ class Daemon:
 
     # -- set-up -------------------------------------------------------------------------
     def _make_renewer(self, config: Config) -> Renewer:
-        """A renewer whose HTTP-01 tokens are served by one responder that stays up."""
-        factory = None
+        """The renewer the daemon plans with (offline: state on disk only). In standalone
+        mode one HTTP-01 responder stays up; the child processes hand it their tokens
+        through ``state_dir/http01``."""
+        if self._responder is not None:
+            self._responder.close()
+            self._responder = None
+        renewer = Renewer(config, metrics=self.metrics)
         if config.http01.mode == "standalone":
-            from .http01 import Responder, SharedResponderSolver
+            from .http01 import Responder
 
-            if self._responder is not None:
-                self._responder.close()
-            tokens_dir = Renewer(config).store.private_dir("http01")
+            tokens_dir = renewer.store.private_dir("http01")
             responder = Responder(config.http01.listen_host, config.http01.listen_port, tokens_dir)
             try:
                 responder.start()
                 self._responder = responder
-                factory = lambda: SharedResponderSolver(responder)  # noqa: E731
                 log.info("HTTP-01 responder listening on %s:%s", responder.host, responder.port)
             except AgentError as err:
-                self._responder = None
-                log.error("%s; binding only while a challenge is pending instead", err)
-        return Renewer(config, solver_factory=factory, metrics=self.metrics)
+                log.error("%s; the renewals will bind it while a challenge is pending", err)
+        return renewer
 
     def _install_signals(self) -> None:
         def on_stop(signum: int, frame: FrameType | None) -> None:
@@ -125,6 +136,10 @@ class Daemon:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
+                # Changes only: watchdog also reports files opened and closed for reading,
+                # which our own reload does (a loop if we reacted to them).
+                if event.event_type not in CHANGE_EVENTS:
+                    return
                 paths = {Path(str(event.src_path)), Path(str(getattr(event, "dest_path", "")))}
                 if any(daemon._is_config_path(p, watched_file) for p in paths):
                     daemon._request_reload_debounced()
@@ -175,18 +190,36 @@ class Daemon:
         """At the certificate's next renewal time (now when missing or due), or at the next
         ARI check when that comes first."""
         now = datetime.now(UTC)
+        record = self.renewer.store.record(cert.name)
         try:
-            plan = self.renewer.plan(cert, self.renewer.store.record(cert.name))
+            plan = self.renewer.plan(cert, record, offline=True)
         except AgentError as err:
             log.error("%s: cannot plan renewal: %s", cert.name, err)
             self._schedule_retry(cert, str(err))
             return
         when = plan.next_time or now
         if plan.ari is not None and plan.ari.supported and plan.ari.next_check < when:
-            when = plan.ari.next_check
+            when = plan.ari.next_check  # a child run refreshes the CA's renewal information
+        elif record is not None and self._ari_unknown(record, now):
+            when = now
         self.schedule(cert.name, max(when, now))
         if plan.next_time is not None:
             log.info("%s: next renewal %s (%s)", cert.name, plan.next_time.isoformat(), plan.why)
+
+    def _ari_unknown(self, record: Any, now: datetime) -> bool:
+        """Renewal information for this serial was never fetched (a child run fetches it),
+        unless the CA is known to have none. Only once per serial, so that a CA without
+        an answer does not keep us busy."""
+        from . import ari
+
+        state = ari.load_state(self.renewer.store, record.name)
+        if state is not None and state.serial == record.serial:
+            return False
+        if ari.ca_without_ari(self.renewer.store, self.config.acme.directory, now):
+            return False
+        asked = self._ari_asked.get(record.name)
+        self._ari_asked[record.name] = record.serial
+        return asked != record.serial
 
     def _schedule_retry(
         self, cert: CertificateConfig, error: str, retry_after: float | None = None
@@ -207,36 +240,49 @@ class Daemon:
         self.schedule(cert.name, now + delay)
 
     def _job(self, name: str) -> None:
-        with self._jobs_lock:
-            self._running_jobs += 1
-        try:
-            self._renew_one(name)
-            self._refresh_metrics({name})
-        finally:
-            with self._jobs_lock:
-                self._running_jobs -= 1
-            self.wake.set()  # refresh STATUS
+        """A certificate is due: it joins the next batch (jobs only enqueue)."""
+        with self._batch_lock:
+            self._due.add(name)
+        self._batch_ready.set()
 
-    def _renew_one(self, name: str) -> None:
-        if self.stop_requested:
-            return
-        cert = self.config.certificate(name)
-        if cert is None:
-            return  # removed from the configuration meanwhile
-        try:
-            outcome = self.renewer.run([cert])[0]
-        except AgentError as err:  # account or config trouble: retry like any failure
-            log.error("%s: %s", name, err)
-            self._schedule_retry(cert, str(err))
-            return
-        current = self.config.certificate(name)  # the config may have changed meanwhile
-        if current is None:
-            return
-        if outcome.failed:
-            self._schedule_retry(current, outcome.detail, outcome.retry_after)
-            return
-        self.states.setdefault(name, CertState()).failures = 0
-        self.schedule_next(current)
+    def _batcher(self) -> None:
+        """Gather due certificates for BATCH_WINDOW, then renew them in one child process."""
+        while not self.stop_requested:
+            self._batch_ready.wait()
+            if self.stop_requested:
+                return
+            time.sleep(BATCH_WINDOW)
+            with self._batch_lock:
+                names, self._due = sorted(self._due), set()
+                self._batch_ready.clear()
+            names = [n for n in names if self.config.certificate(n) is not None]
+            if names:
+                self._run_batch(names)
+                self.wake.set()  # refresh STATUS
+
+    def _run_batch(self, names: list[str]) -> None:
+        started = datetime.now(UTC)
+        code = self._child.run(names)
+        if self.metrics is not None:
+            self.metrics.read_samples(self._child.samples_path)
+        for name in names:
+            cert = self.config.certificate(name)  # the config may have changed meanwhile
+            if cert is None:
+                continue
+            attempt = load_attempt(self.renewer.store, name)
+            fresh = attempt is not None and datetime.fromisoformat(attempt.at) >= started
+            if code == EXIT_USAGE and not fresh:
+                self._schedule_retry(cert, f"the renewal run exited with {code}; see the log")
+            elif fresh and attempt is not None and attempt.failed:
+                if self.metrics is not None:
+                    self.metrics.observe_outcome(_outcome_of(name, attempt))
+                self._schedule_retry(cert, attempt.detail, attempt.retry_after)
+            else:
+                if fresh and attempt is not None and self.metrics is not None:
+                    self.metrics.observe_outcome(_outcome_of(name, attempt))
+                self.states.setdefault(name, CertState()).failures = 0
+                self.schedule_next(cert)
+        self._refresh_metrics(set(names))
 
     def _refresh_metrics(self, names: set[str] | None = None) -> None:
         if self.metrics is None:
@@ -302,6 +348,7 @@ class Daemon:
             self.metrics.serve(settings.listen_host, settings.listen_port)
             log.info("metrics on http://%s:%d/metrics", settings.listen_host, settings.listen_port)
         self.scheduler.start()
+        threading.Thread(target=self._batcher, name="batcher", daemon=True).start()
         self.schedule_all()
         self._refresh_metrics()
         self._watch()
@@ -325,17 +372,10 @@ class Daemon:
         self.scheduler.shutdown(wait=False)
         if self._observer is not None:
             self._observer.stop()
-        deadline = time.monotonic() + SHUTDOWN_GRACE
-        while self._running_jobs and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self._running_jobs:
-            # Work still in flight: wait for any file swap to finish, then leave. Every
-            # write is atomic, so the next start picks up from a consistent state.
-            SWAP_LOCK.acquire(timeout=SHUTDOWN_GRACE)
-            log.warning("exiting with %d renewals unfinished; they resume at next start",
-                        self._running_jobs)  # fmt: skip
-            logging.shutdown()
-            os._exit(0)
+        self._batch_ready.set()  # let the batcher see the stop
+        # A renewal in flight gets SIGTERM and SHUTDOWN_GRACE seconds; every write it makes
+        # is atomic, so whatever it leaves, the next start picks up from a consistent state.
+        self._child.stop(SHUTDOWN_GRACE)
         if self._responder is not None:
             self._responder.close()
         return 0

@@ -20,8 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
+from .challenge import TOKEN_RE, Challenge
 from .errors import ConfigError, IssuanceError
-from .protocol import TOKEN_RE, Challenge
 from .store import write_file_atomic
 
 log = logging.getLogger(__name__)

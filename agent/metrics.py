@@ -4,6 +4,7 @@ config/prometheus/alerts.yml and config/grafana/acme-agent.json."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from datetime import datetime
@@ -23,6 +24,7 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.samples: list[tuple[str, float]] = []
         r = self.registry
         self.expiry = Gauge(
             "acme_agent_certificate_expiry_timestamp_seconds",
@@ -59,6 +61,22 @@ class Metrics:
 
     def observe_request(self, step: str, seconds: float) -> None:
         self.request_duration.labels(step).observe(seconds)
+        self.samples.append((step, seconds))
+
+    def write_samples(self, path: Path) -> None:
+        """For a daemon's child: hand the request durations to the resident process."""
+        from .store import write_file_atomic
+
+        write_file_atomic(path, json.dumps(self.samples).encode(), 0o600)
+
+    def read_samples(self, path: Path) -> None:
+        try:
+            samples = json.loads(path.read_text())
+            path.unlink()
+        except (OSError, ValueError):
+            return
+        for step, seconds in samples:
+            self.request_duration.labels(str(step)).observe(float(seconds))
 
     def observe_outcome(self, outcome: Outcome) -> None:
         if outcome.status == "unchanged":

@@ -10,7 +10,6 @@ import base64
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from . import __version__
+from .challenge import TOKEN_RE, Challenge
 from .errors import AccountError, CAError
 from .problems import explain
 from .transport import Network, retry_after_seconds
@@ -43,20 +43,9 @@ TRANSIENT_RETRIES = 5
 TRANSIENT_BACKOFF = 0.2
 MAX_INLINE_WAIT = 30.0
 # Tokens are base64url (RFC 8555 section 8.3); anything else could escape a directory.
-TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
 USER_AGENT = f"acme-agent/{__version__}"
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Challenge:
-    """A pending HTTP-01 challenge: serve ``key_authorization`` at ``token``."""
-
-    domain: str
-    token: str
-    key_authorization: str
-    body: messages.ChallengeBody
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,12 @@ import pytest
 from cryptography import x509
 
 from agent import keys
+from agent.challenge import Challenge
 from agent.config import CertificateConfig
 from agent.errors import CAError, IssuanceError
 from agent.http01 import NoSolver
 from agent.issuer import Issuer, Poller
-from agent.protocol import Authorization, Challenge, OrderState
+from agent.protocol import Authorization, OrderState
 from agent.transport import retry_after_seconds
 from tests.certs import sign_for
 
