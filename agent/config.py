@@ -6,6 +6,7 @@ wrong, e.g. ``agent.toml: certificate[2].domains[0]: "a..b" is not a valid domai
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -98,8 +99,12 @@ class Config:
     metrics: MetricsConfig | None = None
     log_format: str = "text"
 
+    @functools.cached_property
+    def _by_name(self) -> dict[str, CertificateConfig]:
+        return {c.name: c for c in self.certificates}
+
     def certificate(self, name: str) -> CertificateConfig | None:
-        return next((c for c in self.certificates if c.name == name), None)
+        return self._by_name.get(name)
 
 
 def resolve_config_path(cli_value: str | None) -> Path:

@@ -148,13 +148,15 @@ class Renewer:
         wanted = list(dict.fromkeys(names))
         unknown = [n for n in wanted if self.config.certificate(n) is None]
         if unknown:
-            known = ", ".join(c.name for c in self.config.certificates) or "none"
+            names_ = [c.name for c in self.config.certificates]
+            known = ", ".join(names_[:20]) + (", ..." if len(names_) > 20 else "") or "none"
             raise ConfigError(
                 f"{self.config.path}: no certificate named {unknown[0]!r} (configured: {known})"
             )
         if not wanted:
             return list(self.config.certificates)
-        return [c for c in self.config.certificates if c.name in wanted]
+        chosen = set(wanted)
+        return [c for c in self.config.certificates if c.name in chosen]
 
     def run(self, certs: list[CertificateConfig], *, force: bool = False) -> list[Outcome]:
         """Issue what is due, then deploy what is new (or failed to deploy before), then
