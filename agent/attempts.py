@@ -4,6 +4,7 @@ serial was revoked (so the next run reissues). ``state_dir/attempts/<name>.json`
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,8 @@ def _path(store: Store, name: str) -> Any:
 
 def load_attempt(store: Store, name: str) -> Attempt | None:
     try:
-        return Attempt(**json.loads(_path(store, name).read_text()))
+        with open(os.path.join(store.root, "attempts", name + ".json"), "rb") as handle:
+            return Attempt(**json.loads(handle.read()))
     except (OSError, ValueError, TypeError):
         return None
 
@@ -56,8 +58,13 @@ def record_attempt(store: Store, outcome: Outcome, now: datetime) -> None:
 
 def record_revocation(store: Store, name: str, serial: str, now: datetime) -> None:
     _save(store, name, Attempt(now.isoformat(), "revoked", f"serial {serial} revoked", serial))
+    # A file of its own, so that planning reads nothing when nothing was ever revoked.
+    write_file_atomic(store.private_dir("revoked") / name, serial.encode(), 0o600)
 
 
 def revoked_serial(store: Store, name: str) -> str:
-    attempt = load_attempt(store, name)
-    return attempt.revoked_serial if attempt else ""
+    try:
+        with open(os.path.join(store.root, "revoked", name), "rb") as handle:
+            return handle.read().decode().strip()
+    except OSError:
+        return ""

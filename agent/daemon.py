@@ -15,9 +15,12 @@ protocol stack (about 20 MiB) and an issuance that crashes cannot take the daemo
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import logging
 import os
 import random
+import select
 import signal
 import threading
 import time
@@ -62,7 +65,7 @@ class Daemon:
         self.config_path = config_path
         self.config = config
         self.states: dict[str, CertState] = {}
-        self.wake = threading.Event()
+        self.wake = Waker()
         self.stop_requested = False
         self.reload_requested = False
         self._responder: Any = None
@@ -72,6 +75,7 @@ class Daemon:
         self._batch_lock = threading.Lock()
         self._batch_ready = threading.Event()
         self._ari_asked: dict[str, str] = {}
+        self._plan_log_level = logging.INFO
         self._child = ChildRenewal(config_path, config.state_dir)
         self.metrics: Any = None
         if config.metrics is not None:
@@ -123,6 +127,9 @@ class Daemon:
             self.reload_requested = True
             self.wake.set()
 
+        # SIGUSR1 writes every thread's stack to stderr (the journal): for a daemon that
+        # seems stuck.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
@@ -183,8 +190,19 @@ class Daemon:
         )
 
     def schedule_all(self) -> None:
-        for cert in self.config.certificates:
-            self.schedule_next(cert)
+        """At start: every certificate's plan at DEBUG (10,000 INFO lines help nobody), then
+        one summary line."""
+        self._plan_log_level = logging.DEBUG
+        try:
+            for cert in self.config.certificates:
+                self.schedule_next(cert)
+        finally:
+            self._plan_log_level = logging.INFO
+        upcoming = [(s.next_run, n) for n, s in self.states.items() if s.next_run is not None]
+        if upcoming:
+            when, name = min(upcoming)
+            log.info("%d certificates scheduled; next: %s at %s", len(upcoming), name,
+                     when.isoformat())  # fmt: skip
 
     def schedule_next(self, cert: CertificateConfig) -> None:
         """At the certificate's next renewal time (now when missing or due), or at the next
@@ -204,7 +222,8 @@ class Daemon:
             when = now
         self.schedule(cert.name, max(when, now))
         if plan.next_time is not None:
-            log.info("%s: next renewal %s (%s)", cert.name, plan.next_time.isoformat(), plan.why)
+            log.log(self._plan_log_level, "%s: next renewal %s (%s)", cert.name,
+                    plan.next_time.isoformat(), plan.why)  # fmt: skip
 
     def _ari_unknown(self, record: Any, now: datetime) -> bool:
         """Renewal information for this serial was never fetched (a child run fetches it),
@@ -358,7 +377,6 @@ class Daemon:
         interval = sdnotify.watchdog_interval()
         while not self.stop_requested:
             self.wake.wait(timeout=interval)
-            self.wake.clear()
             if self.stop_requested:
                 break
             if self.reload_requested:
@@ -379,6 +397,27 @@ class Daemon:
         if self._responder is not None:
             self._responder.close()
         return 0
+
+
+class Waker:
+    """Wakes the main loop from threads and from signal handlers. A pipe, not a
+    threading.Event: Event.set() takes a lock that the interrupted main thread may be
+    holding inside Event.wait(), and a signal handler calling it can deadlock."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    def set(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # already full: a wake is pending anyway
+            os.write(self._write, b"x")
+
+    def wait(self, timeout: float | None = None) -> None:
+        select.select([self._read], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._read, 4096):
+                pass
 
 
 def _human(delta: timedelta) -> str:

@@ -380,11 +380,13 @@ class Store:
 
     def live_folder(self, name: str) -> Path | None:
         """The archive folder ``live/<name>`` points at now."""
-        link = self.live_dir(name)
+        live = os.path.join(self.root, "live")
         try:
-            return (link.parent / os.readlink(link)).resolve()
+            target = os.readlink(os.path.join(live, name))
         except OSError:
             return None
+        # Our links are relative ("../archive/<name>/<NNNN>"): normalise, no filesystem walk.
+        return Path(os.path.normpath(os.path.join(live, target)))
 
     def deployed_version(self, name: str) -> str | None:
         """The archive version last deployed to the certificate's targets."""

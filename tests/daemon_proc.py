@@ -47,6 +47,8 @@ class DaemonProc:
         try:
             code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)  # thread stacks into the log, for the report
+            time.sleep(0.5)
             self.proc.kill()
             code = self.proc.wait()
         self.handle.close()
