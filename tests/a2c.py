@@ -22,10 +22,8 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from agent.localca import LOOPBACK, _write_tls_material, free_port
+from agent.localca import LOOPBACK, _write_tls_material, free_port, self_signed_root
 
 SERVER = """
 import os, sys
@@ -38,20 +36,8 @@ run_simple("127.0.0.1", int(sys.argv[1]), application, ssl_context=(sys.argv[2],
 
 def _issuing_ca(folder: Path) -> tuple[Path, Path]:
     now = datetime.datetime.now(datetime.UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acme2certifier test CA")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = self_signed_root("acme2certifier test CA", days=3650)
+    name = cert.subject
     crl = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(name)

@@ -6,10 +6,9 @@ import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from agent import keys
+from agent.localca import self_signed_root
 
 NOW = datetime.datetime(2027, 3, 1, tzinfo=datetime.UTC)
 
@@ -23,18 +22,8 @@ def make_chain(
 
 def sign_for(public_key: object, domains: tuple[str, ...], days: int = 90) -> keys.IssuedChain:
     """A chain whose leaf certifies ``public_key`` for ``domains``."""
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "unit test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW)
-        .not_valid_after(NOW + datetime.timedelta(days=365))
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca_key, ca = self_signed_root("unit test CA", days=365, not_before=NOW)
+    ca_name = ca.subject
     leaf = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))
