@@ -248,8 +248,11 @@ def row(
         text += f" | {peer} {value:9.3f}"
     if known:
         best = min(known.values()) if lower else max(known.values())
-        ratio = best / ours if ours else float("inf")
-        text += f" | best peer / acme-agent = {ratio:.1f}x"
+        if ours == best == 0:
+            text += " | both zero"
+        else:
+            ratio = best / ours if ours else float("inf")
+            text += f" | best peer / acme-agent = {ratio:.1f}x"
     print(text, flush=True)
 
 
