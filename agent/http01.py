@@ -340,22 +340,6 @@ def _daemon_serves(tokens_dir: Path, host: str, port: int) -> bool:
     return (owner_host, int(owner_port)) == (host, port)
 
 
-class SharedResponderSolver:
-    """For the daemon: one responder stays up; each issuance adds and removes its tokens."""
-
-    def __init__(self, responder: Responder) -> None:
-        self._responder = responder
-        self._mine: list[Challenge] = []
-
-    def present(self, challenges: Sequence[Challenge]) -> None:
-        self._mine += challenges
-        self._responder.add(challenges)
-
-    def cleanup(self) -> None:
-        self._responder.remove(self._mine)
-        self._mine.clear()
-
-
 class WebrootSolver:
     """Writes token files where a web server (nginx) already serves them."""
 

@@ -52,6 +52,20 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Terminate, give each 5 s, kill the rest; empties ``procs``."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    procs.clear()
+
+
 def self_signed_root(
     common_name: str,
     days: int = 30,
@@ -283,16 +297,7 @@ class LocalCA:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        for proc in self._procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self._procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._procs.clear()
+        stop_processes(self._procs)
 
     def __enter__(self) -> LocalCA:
         return self.start()

@@ -23,7 +23,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from agent.localca import LOOPBACK, _write_tls_material, free_port, self_signed_root
+from agent.localca import (
+    LOOPBACK,
+    _write_tls_material,
+    free_port,
+    self_signed_root,
+    stop_processes,
+)
 
 SERVER = """
 import os, sys
@@ -164,12 +170,4 @@ profile_cahandler: {{"shortlived": "short", "classic": "classic"}}
         return (self.workdir / "a2c.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        for proc in self._procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self._procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self._procs.clear()
+        stop_processes(self._procs)
