@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -120,11 +119,3 @@ def check_issued(chain: IssuedChain, key: PrivateKey, domains: tuple[str, ...], 
             f"{where}: the CA returned a certificate for {sorted(got)} instead of {sorted(want)}; "
             "not used"
         )
-
-
-def not_before(cert: x509.Certificate) -> datetime:
-    return cert.not_valid_before_utc
-
-
-def not_after(cert: x509.Certificate) -> datetime:
-    return cert.not_valid_after_utc

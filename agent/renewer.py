@@ -229,7 +229,8 @@ class Renewer:
     def _process(self, cert: CertificateConfig, run: _Run, force: bool) -> Outcome:
         try:
             if not force:  # the common case, nothing due: decided without a lock
-                unchanged = self._unchanged(cert, self.store.record(cert.name), run)
+                current = self.store.record(cert.name)
+                unchanged = self._unchanged(cert, current, self.plan(cert, current))
                 if unchanged is not None:
                     return unchanged
             with self.store.lock(cert.name):
@@ -315,10 +316,9 @@ class Renewer:
         return fresh
 
     def _unchanged(
-        self, cert: CertificateConfig, current: CertRecord | None, run: _Run
+        self, cert: CertificateConfig, current: CertRecord | None, plan: Plan
     ) -> Outcome | None:
-        """The outcome when ``cert`` is not due (None when it is)."""
-        plan = self.plan(cert, current)
+        """The outcome when ``plan`` says ``cert`` is not due (None when it is)."""
         if plan.reason is not None or current is None or plan.next_time is None:
             return None
         detail = f"not due; next renewal {plan.next_time:%Y-%m-%d %H:%M} UTC ({plan.why})"
@@ -327,9 +327,9 @@ class Renewer:
 
     def _process_locked(self, cert: CertificateConfig, run: _Run, force: bool) -> Outcome:
         current = self.store.record(cert.name)  # again: another process may have renewed
-        if not force and (unchanged := self._unchanged(cert, current, run)) is not None:
-            return unchanged
         plan = self.plan(cert, current, force=force)
+        if (unchanged := self._unchanged(cert, current, plan)) is not None:
+            return unchanged
         live = self.store.live_dir(cert.name)
         log.info("%s: obtaining a certificate for %s (%s)", cert.name, ", ".join(cert.domains),
                  plan.reason, extra={"cert": cert.name, "domains": list(cert.domains)})  # fmt: skip
