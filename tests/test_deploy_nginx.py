@@ -38,15 +38,25 @@ def cert_with_deploy(ngx: Nginx, name: str = "www", extra: str = "") -> str:
     )
 
 
+def start_nginx(tmp_path: Path, pebble: LocalCA, challenge_snippet: str) -> Nginx:
+    """nginx on pebble's HTTP-01 port, with the given variant of the shipped snippet."""
+    require_binary("nginx", "nginx-light")
+    ngx = Nginx(tmp_path / "nginx", pebble.http_port, challenge_snippet)
+    ngx.dir.mkdir()
+    return ngx.start()
+
+
+def proxied_nginx(tmp_path: Path, pebble: LocalCA) -> tuple[Nginx, str]:
+    """nginx proxying the challenge path to the agent (variant 1), and the [http01] body."""
+    agent_port = free_port()
+    ngx = start_nginx(tmp_path, pebble, snippet("proxy", proxy_port=agent_port))
+    return ngx, f'mode = "standalone"\nlisten = "127.0.0.1:{agent_port}"\n'
+
+
 @pytest.fixture
 def proxied(tmp_path: Path, pebble: LocalCA) -> Iterator[tuple[Setup, Nginx]]:
     """nginx on pebble's HTTP-01 port proxying the challenge path to the agent (variant 1)."""
-    require_binary("nginx", "nginx-light")
-    agent_port = free_port()
-    ngx = Nginx(tmp_path / "nginx", pebble.http_port, snippet("proxy", proxy_port=agent_port))
-    ngx.dir.mkdir()
-    ngx.start()
-    http01 = f'mode = "standalone"\nlisten = "127.0.0.1:{agent_port}"\n'
+    ngx, http01 = proxied_nginx(tmp_path, pebble)
     setup = write_config(tmp_path, pebble, cert_with_deploy(ngx), http01=http01)
     yield setup, ngx
     ngx.stop()
@@ -108,12 +118,9 @@ def test_broken_nginx_config_rolls_back_then_retries_without_new_order(
 
 
 def test_webroot_variant(tmp_path: Path, pebble: LocalCA) -> None:
-    require_binary("nginx", "nginx-light")
     webroot = tmp_path / "webroot"
     webroot.mkdir()
-    ngx = Nginx(tmp_path / "nginx", pebble.http_port, snippet("webroot", webroot=webroot))
-    ngx.dir.mkdir()
-    ngx.start()
+    ngx = start_nginx(tmp_path, pebble, snippet("webroot", webroot=webroot))
     try:
         http01 = f'mode = "webroot"\nwebroot = "{webroot}"\n'
         setup = write_config(tmp_path, pebble, cert_with_deploy(ngx), http01=http01)
@@ -124,11 +131,7 @@ def test_webroot_variant(tmp_path: Path, pebble: LocalCA) -> None:
 
 
 def test_owner_group_mode_and_hooks(tmp_path: Path, pebble: LocalCA) -> None:
-    require_binary("nginx", "nginx-light")
-    agent_port = free_port()
-    ngx = Nginx(tmp_path / "nginx", pebble.http_port, snippet("proxy", proxy_port=agent_port))
-    ngx.dir.mkdir()
-    ngx.start()
+    ngx, http01 = proxied_nginx(tmp_path, pebble)
     record = tmp_path / "hooks.jsonl"
     hook = [sys.executable, str(HOOK), str(record)]
     extra = (
@@ -137,7 +140,6 @@ def test_owner_group_mode_and_hooks(tmp_path: Path, pebble: LocalCA) -> None:
     certs = cert_with_deploy(ngx, extra=extra)
     hooks = f"[hooks]\npre = {json.dumps([*hook, 'pre'])}\npost = {json.dumps([*hook, 'post'])}\n"
     try:
-        http01 = f'mode = "standalone"\nlisten = "127.0.0.1:{agent_port}"\n'
         setup = write_config(tmp_path, pebble, hooks + certs, http01=http01)
         assert setup.renew() == 0
     finally:
@@ -179,11 +181,7 @@ def test_hook_timeout_is_reported_and_certificate_kept(
 
 
 def test_one_reload_for_several_certificates(tmp_path: Path, pebble: LocalCA) -> None:
-    require_binary("nginx", "nginx-light")
-    agent_port = free_port()
-    ngx = Nginx(tmp_path / "nginx", pebble.http_port, snippet("proxy", proxy_port=agent_port))
-    ngx.dir.mkdir()
-    ngx.start()
+    ngx, http01 = proxied_nginx(tmp_path, pebble)
     counter = tmp_path / "reloads.jsonl"
     wrapped = [sys.executable, str(HOOK), str(counter), *ngx.reload_command()]
     certs = ""
@@ -196,7 +194,6 @@ def test_one_reload_for_several_certificates(tmp_path: Path, pebble: LocalCA) ->
             f"reload_command = {json.dumps(wrapped)}\n"
         )
     try:
-        http01 = f'mode = "standalone"\nlisten = "127.0.0.1:{agent_port}"\n'
         setup = write_config(tmp_path, pebble, certs, http01=http01)
         assert setup.renew() == 0
     finally:
