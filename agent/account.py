@@ -10,18 +10,66 @@ from __future__ import annotations
 import logging
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import josepy as jose
 
+from .cluster import ClusterError, Holder
 from .config import AcmeConfig
 from .errors import AccountError, CAError, ConfigError
 from .protocol import AcmeClient, account_key_pem_new, load_account_key
 from .store import Store
 
+if TYPE_CHECKING:
+    from .cluster import RedisCluster
+
 log = logging.getLogger(__name__)
 
 
-def open_client(acme: AcmeConfig, store: Store) -> AcmeClient:
+def open_client(acme: AcmeConfig, store: Store, cluster: RedisCluster | None = None) -> AcmeClient:
+    """A client bound to the stored account, creating the account when there is none.
+    In a cluster the account is shared: taken from Redis, or registered once (under a
+    lease, so that the hosts never spend the EAB credentials twice) and published."""
+    if cluster is not None:
+        return _open_shared(acme, store, cluster)
+    return _open_local(acme, store)
+
+
+def _open_shared(acme: AcmeConfig, store: Store, cluster: RedisCluster) -> AcmeClient:
+    directory = acme.directory
+    if _take_shared(store, cluster, directory):
+        return _open_local(acme, store)
+    lock = "_account-" + cluster.account_key(directory).rsplit(":", 1)[-1]
+    with cluster.holding(lock, wait=cluster.settings.lease_seconds + acme.issuance_timeout) as held:
+        if isinstance(held, Holder):
+            raise ClusterError(
+                f"{held.node} is still registering the shared ACME account; will retry"
+            )
+        if _take_shared(store, cluster, directory):  # registered while we waited
+            return _open_local(acme, store)
+        client = _open_local(acme, store)  # our stored account, or a new one (EAB, once)
+        stored = store.load_account(directory)
+        assert stored is not None
+        cluster.store_account(directory, stored.key_pem, stored.uri)
+        log.info("ACME account %s shared with the cluster", stored.uri)
+        return client
+
+
+def _take_shared(store: Store, cluster: RedisCluster, directory: str) -> bool:
+    """Make the cluster's account this host's; False when the cluster has none yet."""
+    shared = cluster.load_account(directory)
+    if shared is None:
+        return False
+    key_pem, uri = shared
+    local = store.load_account(directory)
+    if local is None or local.uri != uri or local.key_pem != key_pem:
+        store.save_account_key(directory, key_pem)
+        store.save_account(directory, uri)
+        log.info("using the cluster's ACME account %s", uri)
+    return True
+
+
+def _open_local(acme: AcmeConfig, store: Store) -> AcmeClient:
     """A client bound to the stored account, creating the account when there is none."""
     bundle = str(acme.ca_bundle) if acme.ca_bundle else None
     timeout = acme.request_timeout

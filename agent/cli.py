@@ -248,7 +248,7 @@ class Progress:
         print(f"{len(outcomes)} certificates: {parts}")
 
 
-STATUSES = ("issued", "deployed", "dry-run", "failed", "unchanged")
+STATUSES = ("issued", "deployed", "dry-run", "waiting", "failed", "unchanged")
 
 
 def describe(outcome: Outcome) -> str:
@@ -256,7 +256,7 @@ def describe(outcome: Outcome) -> str:
     if outcome.status == "issued":
         line += f" ({outcome.detail}); valid until {outcome.not_after:%Y-%m-%d %H:%M} UTC"
         line += f"; {outcome.live_dir}"
-    elif outcome.status in ("deployed", "dry-run"):
+    elif outcome.status in ("deployed", "dry-run", "waiting"):
         line += f" ({outcome.detail})"
     elif outcome.status == "unchanged":
         line += f"; valid until {outcome.not_after:%Y-%m-%d %H:%M} UTC; {outcome.detail}"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cluster_config import ClusterConfig, parse_cluster
 from .deploy_config import DeployConfig, HooksConfig, parse_deploy, parse_hooks
 from .errors import ConfigError
 from .policy import RenewBefore, parse_duration
@@ -98,6 +99,7 @@ class Config:
     certs_dir: Path | None = None
     metrics: MetricsConfig | None = None
     log_format: str = "text"
+    cluster: ClusterConfig | None = None
 
     @functools.cached_property
     def _by_name(self) -> dict[str, CertificateConfig]:
@@ -121,6 +123,13 @@ def load(path: Path) -> Config:
     http01 = _parse_http01(top.table("http01"), path.parent)
     hooks = parse_hooks(top.table("hooks"))
     metrics = _parse_metrics(top, path.parent)
+    cluster = parse_cluster(top, path.parent)
+    if cluster is not None and http01.mode == "webroot":
+        raise ConfigError(
+            f'{where}: http01.mode: "webroot" cannot answer for the other hosts of a '
+            '[cluster]; use "standalone" (every host\'s responder answers from Redis; nginx '
+            'proxies /.well-known/acme-challenge/ to it) or "none"'
+        )
     log_format = top.get("log_format", str, "text")
     if log_format not in LOG_FORMATS:
         raise top.error("log_format", f'{log_format!r} must be "text" or "json"')
@@ -135,7 +144,9 @@ def load(path: Path) -> Config:
         certificates += load_certs_dir(certs_dir, http01, where)
     _check_certificates(certificates, http01)
     state = _relative_to(state_dir, path.parent)
-    return Config(path, state, acme, http01, certificates, hooks, certs_dir, metrics, log_format)
+    return Config(
+        path, state, acme, http01, certificates, hooks, certs_dir, metrics, log_format, cluster
+    )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -77,6 +77,7 @@ class Daemon:
         self._ari_asked: dict[str, str] = {}
         self._plan_log_level = logging.INFO
         self._child = ChildRenewal(config_path, config.state_dir)
+        self._cluster_stop: threading.Event | None = None
         self.metrics: Any = None
         if config.metrics is not None:
             from .metrics import Metrics
@@ -109,7 +110,10 @@ class Daemon:
             from .http01 import Responder
 
             tokens_dir = renewer.store.private_dir("http01")
-            responder = Responder(config.http01.listen_host, config.http01.listen_port, tokens_dir)
+            # In a cluster it also answers the tokens other hosts published in Redis.
+            fallback = renewer.cluster.lookup_token if renewer.cluster is not None else None
+            http01 = config.http01
+            responder = Responder(http01.listen_host, http01.listen_port, tokens_dir, fallback)
             try:
                 responder.start()
                 self._responder = responder
@@ -292,6 +296,11 @@ class Daemon:
             fresh = attempt is not None and datetime.fromisoformat(attempt.at) >= started
             if code == EXIT_USAGE and not fresh:
                 self._schedule_retry(cert, f"the renewal run exited with {code}; see the log")
+            elif fresh and attempt is not None and attempt.result == "waiting":
+                # Another host holds the lease: its result arrives by pub/sub; look again
+                # when its lease would have run out (it may have died).
+                delay = timedelta(seconds=max(1.0, attempt.retry_after or 30.0))
+                self.schedule(name, datetime.now(UTC) + delay)
             elif fresh and attempt is not None and attempt.failed:
                 if self.metrics is not None:
                     self.metrics.observe_outcome(_outcome_of(name, attempt))
@@ -313,6 +322,50 @@ class Daemon:
         except AgentError as err:
             log.warning("metrics not refreshed: %s", err)
 
+    # -- cluster ----------------------------------------------------------------------
+    def _start_cluster(self) -> None:
+        """In a cluster: renew a certificate here as soon as another host publishes a new
+        version (pub/sub), and compare all versions at (re)connection and every
+        ``check_interval`` in case a message was missed."""
+        if self._cluster_stop is not None:
+            self._cluster_stop.set()
+            self._cluster_stop = None
+        cluster, settings = self.renewer.cluster, self.config.cluster
+        if cluster is None or settings is None:
+            return
+        stop = self._cluster_stop = threading.Event()
+
+        def on_event(name: str) -> None:
+            if self.config.certificate(name) is not None:
+                log.debug("%s: a new version was published in the cluster", name)
+                self._job(name)
+
+        def check_periodically() -> None:
+            while not stop.wait(settings.check_interval):
+                self._check_cluster()
+
+        listen_args = (on_event, self._check_cluster, stop)
+        threading.Thread(target=cluster.listen, args=listen_args, name="cluster-events",
+                         daemon=True).start()  # fmt: skip
+        threading.Thread(target=check_periodically, name="cluster-check", daemon=True).start()
+
+    def _check_cluster(self) -> None:
+        """Queue every certificate whose version in Redis differs from the one here."""
+        cluster = self.renewer.cluster
+        if cluster is None:
+            return
+        names = [c.name for c in self.config.certificates]
+        try:
+            shared = cluster.serials(names)
+        except AgentError as err:
+            log.warning("cluster check skipped: %s", err)
+            return
+        store = self.renewer.store
+        for name, serial in shared.items():
+            record = store.record(name)
+            if serial is not None and (record is None or record.serial != serial):
+                self._job(name)
+
     # -- reload -------------------------------------------------------------------------
     def reload(self) -> None:
         self.reload_requested = False
@@ -326,8 +379,15 @@ class Daemon:
             return
         old = self.config
         self.config = new
-        if (new.acme, new.http01, new.state_dir) != (old.acme, old.http01, old.state_dir):
+        if (new.acme, new.http01, new.state_dir, new.cluster) != (
+            old.acme,
+            old.http01,
+            old.state_dir,
+            old.cluster,
+        ):
             self.renewer = self._make_renewer(new)
+            if new.cluster != old.cluster:
+                self._start_cluster()
         else:
             self.renewer.config = new
         old_certs = {c.name: c for c in old.certificates}
@@ -369,6 +429,7 @@ class Daemon:
         self.scheduler.start()
         threading.Thread(target=self._batcher, name="batcher", daemon=True).start()
         self.schedule_all()
+        self._start_cluster()
         self._refresh_metrics()
         self._watch()
         sdnotify.notify("READY=1", self.status_line())
@@ -388,6 +449,8 @@ class Daemon:
         log.info("stopping")
         sdnotify.notify("STOPPING=1")
         self.scheduler.shutdown(wait=False)
+        if self._cluster_stop is not None:
+            self._cluster_stop.set()
         if self._observer is not None:
             self._observer.stop()
         self._batch_ready.set()  # let the batcher see the stop

@@ -51,7 +51,8 @@ def deploy_pending(
                 continue
             store.mark_deployed(name, item.folder.name)
             status = "issued" if before.status == "issued" else "deployed"
-            detail = before.detail if status == "issued" else "pending deployment completed"
+            kept = status == "issued" or (before.status == "deployed" and before.detail)
+            detail = before.detail if kept else "pending deployment completed"
             if name in result.hook_errors:
                 status, detail = "failed", f"deployed, but {result.hook_errors[name]}"
             kind = "hook" if status == "failed" else ""

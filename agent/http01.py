@@ -15,7 +15,7 @@ import os
 import selectors
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
@@ -126,6 +126,7 @@ class _ResponderServer(ThreadingHTTPServer):
     request_queue_size = 128
     tokens: dict[str, str]
     tokens_dir: Path | None = None
+    fallback: Callable[[str], str | None] | None = None
 
     def server_activate(self) -> None:
         super().server_activate()
@@ -151,25 +152,31 @@ class _ResponderServer(ThreadingHTTPServer):
                 self._active.pop(id(request), None)
 
     def lookup(self, token: str) -> str | None:
-        """A token of ours, or one another acme-agent process handed over in tokens_dir."""
+        """A token of ours, or one another acme-agent process handed over in tokens_dir,
+        or (in a cluster) one another host published in Redis."""
         if token in self.tokens:
             return self.tokens[token]
-        if self.tokens_dir is None:
-            return None
-        try:
-            return (self.tokens_dir / token).read_text()
-        except (OSError, UnicodeDecodeError):
-            return None
+        if self.tokens_dir is not None:
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                return (self.tokens_dir / token).read_text()
+        return self.fallback(token) if self.fallback is not None else None
 
 
 class Responder:
     """An HTTP-01 responder on ``host:port``. It sleeps in ``select`` until a request or
     ``close()`` arrives (a socketpair wakes it): no polling, so an idle daemon costs nothing."""
 
-    def __init__(self, host: str, port: int, tokens_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        tokens_dir: Path | None = None,
+        fallback: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.tokens_dir = tokens_dir
+        self.fallback = fallback  # tokens not found here: e.g. Redis, in a cluster
         self.tokens: dict[str, str] = {}
         self._server: _ResponderServer | None = None
         self._thread: threading.Thread | None = None
@@ -183,6 +190,7 @@ class Responder:
         self._server = self._bind()
         self._server.tokens = self.tokens
         self._server.tokens_dir = self.tokens_dir
+        self._server.fallback = self.fallback
         self._wake = socket.socketpair()
         self._thread = threading.Thread(target=self._serve, name="http01-responder", daemon=True)
         self._thread.start()
@@ -250,8 +258,14 @@ class StandaloneSession:
     up), tokens are handed to it as files in ``tokens_dir`` instead.
     """
 
-    def __init__(self, host: str, port: int, tokens_dir: Path | None = None) -> None:
-        self.responder = Responder(host, port)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        tokens_dir: Path | None = None,
+        fallback: Callable[[str], str | None] | None = None,
+    ) -> None:
+        self.responder = Responder(host, port, fallback=fallback)
         self.tokens_dir = tokens_dir
         self._lock = threading.Lock()
         self._users = 0

@@ -79,7 +79,7 @@ class Metrics:
             self.request_duration.labels(str(step)).observe(float(seconds))
 
     def observe_outcome(self, outcome: Outcome) -> None:
-        if outcome.status == "unchanged":
+        if outcome.status in ("unchanged", "waiting"):  # nothing was attempted
             return
         self.attempts.labels(outcome.name).inc()
         self.last_success.labels(outcome.name).set(0 if outcome.failed else 1)

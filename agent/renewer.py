@@ -24,7 +24,9 @@ from .errors import AccountError, AgentError, CAError, ConfigError
 from .store import CertRecord, Store
 
 if TYPE_CHECKING:
+    from .cluster import RedisCluster
     from .http01 import Solver
+    from .keys import IssuedChain
     from .metrics import Metrics
     from .protocol import AcmeClient
 
@@ -75,8 +77,19 @@ def facts(record: CertRecord | None) -> policy.CertFacts | None:
     return policy.CertFacts(record.domains, record.key_type, record.not_before, record.not_after)
 
 
-def solver_factory_for(config: Config) -> Callable[[], Solver]:
-    """A new solver per issuance; in standalone mode they share one responder."""
+def solver_factory_for(config: Config, cluster: RedisCluster | None = None) -> Callable[[], Solver]:
+    """A new solver per issuance; in standalone mode they share one responder. In a
+    cluster, tokens also go to Redis, for the responders of the other hosts."""
+    local = _local_solver_factory(config, cluster)
+    if cluster is None:
+        return local
+    from .fleet import SharedSolver
+
+    ttl = config.acme.issuance_timeout
+    return lambda: SharedSolver(local(), cluster, ttl)
+
+
+def _local_solver_factory(config: Config, cluster: RedisCluster | None) -> Callable[[], Solver]:
     from .http01 import NoSolver, StandaloneSession, StandaloneSolver, WebrootSolver
 
     http01 = config.http01
@@ -87,7 +100,8 @@ def solver_factory_for(config: Config) -> Callable[[], Solver]:
     if http01.mode == "none":
         return NoSolver
     tokens_dir = config.state_dir / "http01"
-    session = StandaloneSession(http01.listen_host, http01.listen_port, tokens_dir)
+    fallback = cluster.lookup_token if cluster is not None else None
+    session = StandaloneSession(http01.listen_host, http01.listen_port, tokens_dir, fallback)
     return lambda: StandaloneSolver(session)
 
 
@@ -115,11 +129,21 @@ class Renewer:
         self._client: AcmeClient | None = None
         self._client_lock = threading.Lock()
         self._ari_unreachable = False
+        self._cluster: RedisCluster | None = None
+
+    @property
+    def cluster(self) -> RedisCluster | None:
+        """The shared store of ``[cluster]`` (Redis), or None on a single host."""
+        if self._cluster is None and self.config.cluster is not None:
+            from .cluster import RedisCluster
+
+            self._cluster = RedisCluster(self.config.cluster)
+        return self._cluster
 
     @property
     def solver_factory(self) -> Callable[[], Solver]:
         if self._solver_factory is None:  # built lazily: http01 is imported only when needed
-            self._solver_factory = solver_factory_for(self.config)
+            self._solver_factory = solver_factory_for(self.config, self.cluster)
         return self._solver_factory
 
     def client(self, run: _Run | None = None) -> AcmeClient:
@@ -135,7 +159,7 @@ class Renewer:
                 if self.dry_run and acme.staging_directory:
                     acme = dataclasses.replace(acme, directory=acme.staging_directory)
                 try:
-                    self._client = open_client(acme, self.store)
+                    self._client = open_client(acme, self.store, self.cluster)
                     if self.metrics is not None:
                         self._client.observer = self.metrics.observe_request
                 except AgentError as err:
@@ -228,6 +252,10 @@ class Renewer:
 
     def _process(self, cert: CertificateConfig, run: _Run, force: bool) -> Outcome:
         try:
+            if self.config.cluster is not None and not self.dry_run:
+                from . import fleet
+
+                return fleet.process(self, cert, run, force)
             if not force:  # the common case, nothing due: decided without a lock
                 current = self.store.record(cert.name)
                 unchanged = self._unchanged(cert, current, self.plan(cert, current))
@@ -325,7 +353,14 @@ class Renewer:
         live = self.store.live_dir(cert.name)
         return Outcome(cert.name, "unchanged", detail, live, current.not_after, plan.next_time)
 
-    def _process_locked(self, cert: CertificateConfig, run: _Run, force: bool) -> Outcome:
+    def _process_locked(
+        self,
+        cert: CertificateConfig,
+        run: _Run,
+        force: bool,
+        publish: Callable[[bytes, IssuedChain], None] | None = None,
+    ) -> Outcome:
+        """Under the certificate's lock: plan again, order, (``publish``,) install."""
         current = self.store.record(cert.name)  # again: another process may have renewed
         plan = self.plan(cert, current, force=force)
         if (unchanged := self._unchanged(cert, current, plan)) is not None:
@@ -346,6 +381,8 @@ class Renewer:
             return Outcome(
                 cert.name, "dry-run", detail, None, issued.chain.cert.not_valid_after_utc
             )
+        if publish is not None:  # to the cluster first: refused if our lease was lost
+            publish(issued.key_pem, issued.chain)
         folder = self.store.install(cert.name, issued.key_pem, issued.chain)
         not_after = issued.chain.cert.not_valid_after_utc
         log.info("%s: installed serial %x, valid until %s (%s)", cert.name,

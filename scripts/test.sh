@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # pebble: the CA; nginx-light: deploy tests; prometheus: promtool for the alert-rule tests;
-# systemd: systemd-analyze for the unit tests.
-scripts/bootstrap.sh pebble nginx-light prometheus systemd
+# systemd: systemd-analyze for the unit tests; redis-server: fleet-mode tests.
+scripts/bootstrap.sh pebble nginx-light prometheus systemd redis-server
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/pytest "$@"
