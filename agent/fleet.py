@@ -95,7 +95,9 @@ def _newer(renewer: Renewer, name: str, serial: str, not_after: datetime) -> boo
     local = renewer.store.record(name)
     if local is None:
         return True
-    return local.serial != serial and not_after.astimezone(UTC) > local.not_after
+    # Not older than ours (two issuances in one second share not_after): Redis wins ties,
+    # so that every host converges on the version the cluster holds.
+    return local.serial != serial and not_after.astimezone(UTC) >= local.not_after
 
 
 class SharedSolver:

@@ -319,6 +319,9 @@ def test_three_hosts_behind_a_load_balancer_share_one_order(
                    "the renewed certificate reaches every host")  # fmt: skip
         assert pebble_orders(ca) == len(certs) + 1
 
+        for daemon in daemons:  # neither the Redis password nor the sealing secret leaks
+            assert redis_server.password not in daemon.text() and SECRET not in daemon.text()
+
         # Redis keeps no private key in the clear (certificate and account keys).
         dump = redis_server.dump_bytes()
         assert b"fleet:cert:www" in dump
