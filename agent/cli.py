@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -201,8 +202,19 @@ def cmd_renew(
         log.warning("%s: no certificates configured", config.path)
         return EXIT_OK
     progress.total = len(certs)
+    cacheable = not (names or force or dry_run or target or samples or config.cluster)
+    if cacheable:
+        from . import quick
+
+        settings = quick._settings(str(config.path))
+        taken = quick.fingerprint(str(config.path), settings[1], settings[0]) if settings else []
     outcomes = renewer.run(certs, force=force)
     progress.finish(outcomes)
+    rechecks = [o.recheck for o in outcomes if o.status == "unchanged"]
+    if cacheable and settings and len(rechecks) == len(outcomes) and None not in rechecks:
+        until = min(r for r in rechecks if r is not None).timestamp()
+        with contextlib.suppress(AgentError):  # only a cache: the next run goes in full
+            quick.save(str(config.path), settings[1], settings[0], taken, until, progress.lines)
     if metrics is not None and samples:
         metrics.write_samples(Path(samples))
     if metrics is not None and target is not None:
@@ -224,6 +236,7 @@ class Progress:
         self.total = 0
         self.done = 0
         self.printed: dict[str, str] = {}
+        self.lines: list[str] = []  # everything printed, in order (for the renew cache)
         self.tty = sys.stderr.isatty()
 
     def outcome(self, outcome: Outcome) -> None:
@@ -238,6 +251,7 @@ class Progress:
         line = describe(outcome)
         if self.printed.get(outcome.name) != line:
             self.printed[outcome.name] = line
+            self.lines.append(line)
             print(line, flush=True)
 
     def finish(self, outcomes: list[Outcome]) -> None:
@@ -245,7 +259,8 @@ class Progress:
             self._print(outcome)
         counts = {s: sum(o.status == s for o in outcomes) for s in STATUSES}
         parts = ", ".join(f"{n} {s}" for s, n in counts.items() if n or s in ("issued", "failed"))
-        print(f"{len(outcomes)} certificates: {parts}")
+        self.lines.append(f"{len(outcomes)} certificates: {parts}")
+        print(self.lines[-1])
 
 
 STATUSES = ("issued", "deployed", "dry-run", "waiting", "failed", "unchanged")

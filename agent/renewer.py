@@ -56,6 +56,8 @@ class Outcome:
     next_time: datetime | None = None  # when the certificate is next due (if known)
     retry_after: float | None = None  # seconds the CA asked us to wait before trying again
     error_type: str = ""  # e.g. "rateLimited", "network", "IssuanceError" (metrics, JSON logs)
+    # "unchanged": nothing can change before this (next renewal or ARI check); None: unknown
+    recheck: datetime | None = None
 
     @property
     def failed(self) -> bool:
@@ -208,14 +210,43 @@ class Renewer:
     ) -> dict[str, Outcome]:
         """Up to ``max_concurrent_orders`` certificates at once (one thread each: the work is
         waiting on the CA); outcomes in configuration order."""
-        workers = min(self.config.acme.max_concurrent_orders, len(certs))
+        done: dict[str, Outcome] = {}
+        todo = certs
+        if not (force or self.dry_run or self.config.cluster is not None):
+            # Most certificates are not due: decided in this thread, no pool, no lock.
+            todo = []
+            for cert in certs:
+                quick = self._not_due(cert)
+                if quick is None:
+                    todo.append(cert)
+                else:
+                    done[cert.name] = self._report(quick)
+        workers = min(self.config.acme.max_concurrent_orders, len(todo))
         if workers <= 1:
-            return {cert.name: self.process(cert, run, force=force) for cert in certs}
-        from concurrent.futures import ThreadPoolExecutor
+            done.update((cert.name, self.process(cert, run, force=force)) for cert in todo)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(workers, thread_name_prefix="order") as pool:
-            futures = {c.name: pool.submit(self.process, c, run, force=force) for c in certs}
-            return {name: future.result() for name, future in futures.items()}
+            with ThreadPoolExecutor(workers, thread_name_prefix="order") as pool:
+                futures = {c.name: pool.submit(self.process, c, run, force=force) for c in todo}
+                done.update((name, future.result()) for name, future in futures.items())
+        return {cert.name: done[cert.name] for cert in certs}
+
+    def _not_due(self, cert: CertificateConfig) -> Outcome | None:
+        """The "unchanged" outcome of a certificate that is not due, or None (due, or any
+        doubt: the full path decides and reports)."""
+        try:
+            current = self.store.record(cert.name)
+            if current is None:
+                return None
+            now = self.clock()
+            if ari.needs_refresh(ari.load_state(self.store, cert.name), current.serial, now) and (
+                ari.ca_without_ari(self.store, self.config.acme.directory, now) is None
+            ):
+                return None  # renewal information to fetch: in the pool, with the others
+            return self._unchanged(cert, current, self.plan(cert, current))
+        except Exception:  # any doubt: the full path decides and reports
+            return None
 
     def run_pre_hook(self, run: _Run) -> None:
         with run.lock:
@@ -241,7 +272,9 @@ class Renewer:
             log.error("post hook failed: %s", outcome.summary)
 
     def process(self, cert: CertificateConfig, run: _Run, *, force: bool = False) -> Outcome:
-        outcome = self._process(cert, run, force or self.dry_run)
+        return self._report(self._process(cert, run, force or self.dry_run))
+
+    def _report(self, outcome: Outcome) -> Outcome:
         if outcome.status != "unchanged" and not self.dry_run:
             record_attempt(self.store, outcome, self.clock())
         if self.on_outcome is not None:
@@ -351,7 +384,11 @@ class Renewer:
             return None
         detail = f"not due; next renewal {plan.next_time:%Y-%m-%d %H:%M} UTC ({plan.why})"
         live = self.store.live_dir(cert.name)
-        return Outcome(cert.name, "unchanged", detail, live, current.not_after, plan.next_time)
+        recheck = min(plan.next_time, plan.ari.next_check) if plan.ari is not None else None
+        return Outcome(
+            cert.name, "unchanged", detail, live, current.not_after, plan.next_time,
+            recheck=recheck,
+        )  # fmt: skip
 
     def _process_locked(
         self,
