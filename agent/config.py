@@ -316,7 +316,9 @@ def _renew_before(table: _Table) -> RenewBefore | None:
 def load_certs_dir(folder: Path, http01: Http01Config, where: str) -> tuple[CertificateConfig, ...]:
     """One certificate per ``*.toml`` file in ``folder``; ``name`` defaults to the file stem."""
     try:
-        files = sorted(p for p in folder.iterdir() if p.suffix == ".toml" and p.is_file())
+        with os.scandir(folder) as entries:  # names sorted as strings: cheap for 10,000
+            names = sorted(e.name for e in entries if e.name.endswith(".toml") and e.is_file())
+        files = [folder / name for name in names]
     except FileNotFoundError:
         raise ConfigError(
             f"{where}: certs_dir: {folder} does not exist; create it or remove certs_dir"

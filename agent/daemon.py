@@ -1,7 +1,10 @@
 """``acme-agent run``: renew on schedule, reload configuration on change, speak to systemd.
 
-- One APScheduler job per certificate, at its next renewal time (lifetime ratio,
-  ``renew_before`` or the CA's ARI window); missing certificates are obtained at start.
+- Each certificate has a next renewal time (lifetime ratio, ``renew_before`` or the CA's
+  ARI window; now when missing or due); they sit in a heap, and one APScheduler job is
+  armed for the earliest. When it fires, every certificate due by then joins the next
+  batch and the job is armed again. (One job, not one per certificate: APScheduler's
+  add_job costs ~0.15 ms, 1.5 s of start-up for 10,000 certificates.)
 - A failed attempt is retried with exponential backoff and jitter, never later than the
   certificate's remaining life allows, louder as expiry approaches, and never given up.
 - The main config file and ``certs_dir`` are watched (watchdog, debounced); SIGHUP does the
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import heapq
+import itertools
 import logging
 import os
 import random
@@ -72,6 +77,13 @@ class Daemon:
         self._observer: Any = None
         self._debounce: threading.Timer | None = None
         self._due: set[str] = set()
+        # (time, name) of every scheduled renewal; entries that no longer match
+        # states[name].next_run are stale and skipped.
+        self._heap: list[tuple[datetime, str]] = []
+        self._heap_lock = threading.Lock()
+        self._armed: set[datetime] = set()  # times of the scheduler jobs not yet run
+        self._job_ids = itertools.count(1)
+        self._bulk = False  # schedule_all: arm the job once, at the end
         self._batch_lock = threading.Lock()
         self._batch_ready = threading.Event()
         self._ari_asked: dict[str, str] = {}
@@ -186,22 +198,59 @@ class Daemon:
 
     # -- scheduling ---------------------------------------------------------------------
     def schedule(self, name: str, when: datetime) -> None:
+        self.states.setdefault(name, CertState()).next_run = when
+        with self._heap_lock:
+            heapq.heappush(self._heap, (when, name))
+            if len(self._heap) > 4 * len(self.states) + 64:  # drop stale entries
+                self._heap = [(s.next_run, n) for n, s in self.states.items() if s.next_run]
+                heapq.heapify(self._heap)
+            if not self._bulk:
+                self._arm(when)
+
+    def _arm(self, when: datetime) -> None:
+        """A scheduler job at ``when`` unless one runs no later (under _heap_lock). Jobs
+        are never replaced or removed (APScheduler removes a date job after it ran, which
+        races with replacing it); a job with nothing due does nothing. However late it
+        runs (a suspended host), it runs: nothing is ever skipped."""
         from apscheduler.triggers.date import DateTrigger
 
-        self.states.setdefault(name, CertState()).next_run = when
-        self.scheduler.add_job(
-            self._job, DateTrigger(run_date=when), args=[name], id=name, replace_existing=True
-        )
+        if any(armed <= when for armed in self._armed):
+            return
+        self._armed.add(when)
+        job_id = f"due-{next(self._job_ids)}"
+        trigger = DateTrigger(run_date=when)
+        self.scheduler.add_job(self._fire, trigger, args=[when], id=job_id, misfire_grace_time=None)
+
+    def _fire(self, armed: datetime) -> None:
+        """The job: every certificate due by now joins the next batch; arm for the next."""
+        now = datetime.now(UTC)
+        due = []
+        with self._heap_lock:
+            self._armed.discard(armed)
+            while self._heap and self._heap[0][0] <= now:
+                when, name = heapq.heappop(self._heap)
+                state = self.states.get(name)
+                if state is not None and state.next_run == when:
+                    due.append(name)
+            if self._heap:
+                self._arm(self._heap[0][0])
+        for name in due:
+            self._job(name)
 
     def schedule_all(self) -> None:
         """At start: every certificate's plan at DEBUG (10,000 INFO lines help nobody), then
         one summary line."""
         self._plan_log_level = logging.DEBUG
+        self._bulk = True
         try:
             for cert in self.config.certificates:
                 self.schedule_next(cert)
         finally:
             self._plan_log_level = logging.INFO
+            with self._heap_lock:
+                self._bulk = False
+                if self._heap:
+                    self._arm(self._heap[0][0])
         upcoming = [(s.next_run, n) for n, s in self.states.items() if s.next_run is not None]
         if upcoming:
             when, name = min(upcoming)
@@ -393,9 +442,7 @@ class Daemon:
         old_certs = {c.name: c for c in old.certificates}
         for name in old_certs.keys() - {c.name for c in new.certificates}:
             log.info("%s: removed from the configuration; unscheduled (its files stay)", name)
-            if self.scheduler.get_job(name):
-                self.scheduler.remove_job(name)
-            self.states.pop(name, None)
+            self.states.pop(name, None)  # its heap entry is now stale
         for cert in new.certificates:
             before = old_certs.get(cert.name)
             if before != cert:
