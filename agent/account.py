@@ -8,8 +8,6 @@ runs use the stored account URL and key and never call newAccount with EAB again
 from __future__ import annotations
 
 import logging
-import stat
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import josepy as jose
@@ -18,6 +16,7 @@ from .cluster import ClusterError, Holder
 from .config import AcmeConfig
 from .errors import AccountError, CAError, ConfigError
 from .protocol import AcmeClient, account_key_pem_new, load_account_key
+from .secretfile import read_secret_file
 from .store import Store
 
 if TYPE_CHECKING:
@@ -149,21 +148,6 @@ def _eab_credentials(acme: AcmeConfig, client: AcmeClient) -> tuple[str, str] | 
         raise ConfigError(
             "[acme] eab_hmac_key_file: needed to create the ACME account (eab_kid is set)"
         )
-    return acme.eab_kid, read_secret_file(acme.eab_hmac_key_file, "[acme] eab_hmac_key_file")
-
-
-def read_secret_file(path: Path, field: str) -> str:
-    try:
-        info = path.stat()
-        text = path.read_text().strip()
-    except OSError as err:
-        raise ConfigError(
-            f"{field}: cannot read {path} ({err.strerror}); it is needed to create the ACME account"
-        ) from None
-    if info.st_mode & stat.S_IWOTH:
-        raise ConfigError(f"{field}: {path} is writable by every user; fix with: chmod 600 {path}")
-    if info.st_mode & stat.S_IROTH:
-        log.warning("%s: %s is readable by every user; consider chmod 600", field, path)
-    if not text:
-        raise ConfigError(f"{field}: {path} is empty")
-    return text
+    field = "[acme] eab_hmac_key_file"
+    needed = "it is needed to create the ACME account"
+    return acme.eab_kid, read_secret_file(acme.eab_hmac_key_file, field, needed)

@@ -163,10 +163,10 @@ class RedisCluster:
             "client_name": f"acme-agent-{settings.node_name}"[:64].replace(" ", "-"),
         }
         if settings.password_file is not None:
-            from .account import read_secret_file
+            from .secretfile import read_secret_file
 
-            options["password"] = read_secret_file(settings.password_file,
-                                                   "[cluster] password_file")  # fmt: skip
+            field, needed = "[cluster] password_file", "the Redis password is read from it"
+            options["password"] = read_secret_file(settings.password_file, field, needed)
         if settings.url.startswith("rediss://") and settings.ca_file is not None:
             options["ssl_ca_certs"] = str(settings.ca_file)
         try:

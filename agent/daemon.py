@@ -44,8 +44,6 @@ from .worker import ChildRenewal, _outcome_of
 
 log = logging.getLogger(__name__)
 
-# Jobs that start within this long after their time still run (e.g. after a suspend).
-MISFIRE_GRACE = 3600
 # Jobs only put a certificate into the next batch; one scheduler thread is plenty.
 SCHEDULER_THREADS = 1
 # Coalesce bursts of file events (editors write several times) into one reload.
@@ -105,7 +103,6 @@ class Daemon:
             job_defaults={
                 "coalesce": True,
                 "max_instances": 1,
-                "misfire_grace_time": MISFIRE_GRACE,
             },
         )
 

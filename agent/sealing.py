@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import os
-import stat
 from pathlib import Path
 
 from .errors import ConfigError
@@ -35,17 +34,11 @@ class Sealer:
 
     @classmethod
     def from_file(cls, path: Path) -> Sealer:
+        from .secretfile import read_secret_file
+
+        needed = "every host needs the same secret there (e.g. from: openssl rand -base64 32)"
         field = "[cluster] key_file"
-        try:
-            info = path.stat()
-            secret = path.read_bytes().strip()
-        except OSError as err:
-            raise ConfigError(
-                f"{field}: cannot read {path} ({err.strerror}); every host needs the same "
-                "secret there, e.g. from: openssl rand -base64 32"
-            ) from None
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"{field}: {path} is readable by others; fix with: chmod 600 {path}")
+        secret = read_secret_file(path, field, needed, private=True).encode()
         if len(secret) < MIN_SECRET_BYTES:
             raise ConfigError(
                 f"{field}: {path} holds {len(secret)} bytes; use at least {MIN_SECRET_BYTES} "
