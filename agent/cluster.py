@@ -361,6 +361,7 @@ class RedisCluster:
         on_event: Callable[[str], None],
         on_connect: Callable[[], None],
         stop: threading.Event,
+        on_down: Callable[[], None] | None = None,
     ) -> None:
         """Call ``on_event(name)`` for each new version published, until ``stop``.
         Reconnects with backoff; ``on_connect`` runs after each (re)subscription, so that
@@ -385,6 +386,8 @@ class RedisCluster:
             except redis.RedisError as err:
                 if down_since is None:
                     down_since = time.monotonic()
+                    if on_down is not None:
+                        on_down()
                     log.error("%s; certificates in service are kept; reconnecting",
                               self.describe(err))  # fmt: skip
                 stop.wait(delay)

@@ -390,10 +390,18 @@ class Daemon:
             while not stop.wait(settings.check_interval):
                 self._check_cluster()
 
-        listen_args = (on_event, self._check_cluster, stop)
+        def on_connect() -> None:
+            self._cluster_up(True)
+            self._check_cluster()
+
+        listen_args = (on_event, on_connect, stop, lambda: self._cluster_up(False))
         threading.Thread(target=cluster.listen, args=listen_args, name="cluster-events",
                          daemon=True).start()  # fmt: skip
         threading.Thread(target=check_periodically, name="cluster-check", daemon=True).start()
+
+    def _cluster_up(self, up: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.cluster_connected.set(1 if up else 0)
 
     def _check_cluster(self) -> None:
         """Queue every certificate whose version in Redis differs from the one here."""

@@ -54,6 +54,11 @@ class Metrics:
             "Duration of ACME protocol steps (including retries)", ["step"],
             buckets=DURATION_BUCKETS, registry=r,
         )  # fmt: skip
+        self.cluster_connected = Gauge(
+            "acme_agent_cluster_connected",
+            "Fleet mode: 1 while Redis is reachable, 0 while not (what is in service is kept)",
+            registry=r,
+        )  # fmt: skip
         self.last_run = Gauge(
             "acme_agent_last_run_timestamp_seconds",
             "When the agent last checked its certificates (Unix time)", registry=r,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from agent.localca import LOOPBACK, free_port
+from agent.localca import LOOPBACK, _write_tls_material, free_port
 
 
 @dataclass
@@ -18,10 +18,31 @@ class RedisServer:
     password: str = "test-redis-password-5f1c"
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    tls: bool = False  # TLS only (no plain port); ca_file is the root to trust
+    user: str = ""  # an ACL user limited to keys and channels under "fleet:"
 
     @property
     def url(self) -> str:
-        return f"redis://{LOOPBACK}:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        user = f"{self.user}@" if self.user else ""
+        return f"{scheme}://{user}{LOOPBACK}:{self.port}/0"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.dir / "tls" / "tls-ca.pem"
+
+    def _tls_lines(self) -> str:
+        if not self.tls:
+            return f"port {self.port}\n"
+        folder = self.dir / "tls"
+        if not folder.exists():  # kept across restarts: clients keep trusting the same root
+            folder.mkdir()
+            _write_tls_material(folder)
+        cert, key = folder / "tls-cert.pem", folder / "tls-key.pem"
+        return (
+            f"port 0\ntls-port {self.port}\ntls-cert-file {cert}\ntls-key-file {key}\n"
+            f"tls-ca-cert-file {self.ca_file}\ntls-auth-clients no\n"
+        )
 
     def password_file(self) -> Path:
         path = self.dir / "redis.password"
@@ -33,8 +54,13 @@ class RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         conf = self.dir / "redis.conf"
         conf.write_text(
-            f"bind {LOOPBACK}\nport {self.port}\ndir {self.dir}\nrequirepass {self.password}\n"
-            'appendonly yes\nappendfsync always\nsave ""\ndaemonize no\nprotected-mode yes\n'
+            f"bind {LOOPBACK}\n{self._tls_lines()}dir {self.dir}\nrequirepass {self.password}\n"
+            + (
+                f"user {self.user} on >{self.password} ~fleet:* &fleet:* +@all\n"
+                if self.user
+                else ""
+            )
+            + 'appendonly yes\nappendfsync always\nsave ""\ndaemonize no\nprotected-mode yes\n'
             f"logfile {self.dir}/redis.log\n"
         )  # the password only in a 0600 file, never in argv
         conf.chmod(0o600)
@@ -50,8 +76,9 @@ class RedisServer:
                 time.sleep(0.05)
 
     def client(self) -> redis.Redis:
+        tls = {"ssl": True, "ssl_ca_certs": str(self.ca_file)} if self.tls else {}
         return redis.Redis(host=LOOPBACK, port=self.port, password=self.password,
-                           socket_timeout=5)  # fmt: skip
+                           socket_timeout=5, **tls)  # type: ignore[arg-type]  # fmt: skip
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

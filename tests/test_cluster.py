@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.cluster import Holder, Lease, LeaseLost, RedisCluster
+from agent.cluster import ClusterError, Holder, Lease, LeaseLost, RedisCluster
 from agent.cluster_config import ClusterConfig
 from agent.config import load
 from agent.errors import ConfigError
@@ -110,6 +111,33 @@ def test_lease_is_kept_alive_while_held(tmp_path: Path, redis_server: RedisServe
     assert isinstance(a.acquire("www"), Holder)
     assert not lease.lost
     lease.release()
+
+
+def test_tls_and_an_acl_user(tmp_path: Path) -> None:
+    """rediss:// with ca_file, an ACL user in the URL and its password in password_file;
+    the user may touch only keys and channels under its prefix, and that is enough."""
+    require_binary("redis-server", "redis-server")
+    server = RedisServer(tmp_path / "redis", tls=True, user="fleet-host").start()
+    try:
+        settings = cluster_settings(server, tmp_path, node="a", key_prefix="fleet:",
+                                    ca_file=server.ca_file)  # fmt: skip
+        assert settings.url.startswith("rediss://fleet-host@")
+        cluster = RedisCluster(settings)
+        lease = cluster.acquire("www")
+        assert isinstance(lease, Lease)
+        chain_pem = b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"
+        cluster.put_cert(lease, "www", b"key", chain_pem, "aa", datetime.now(UTC))
+        lease.release()
+        assert cluster.serials(["www", "api"]) == {"www": "aa", "api": None}
+
+        untrusted = RedisCluster(cluster_settings(server, tmp_path, key_prefix="fleet:"))
+        with pytest.raises(ClusterError, match=r"Redis at rediss://fleet-host@127\.0\.0\.1"):
+            untrusted.ping()  # no ca_file: the server's certificate is not trusted
+        server.password_file().write_text("wrong\n")
+        with pytest.raises(ConfigError, match=r"\[cluster\] password_file: .*check the password"):
+            RedisCluster(settings).ping()
+    finally:
+        server.stop()
 
 
 def test_sealed_values_need_the_same_key_and_place() -> None:
@@ -205,6 +233,7 @@ def _env() -> dict[str, str]:
 def make_host(
     tmp_path: Path, ca: LocalCA, server: RedisServer, name: str, port: int, certs: list[str],
     *, lease: str = "60s", directory: str | None = None, ca_bundle: Path | None = None,
+    metrics_port: int = 0,
 ) -> Host:  # fmt: skip
     folder = tmp_path / name
     folder.mkdir()
@@ -217,7 +246,8 @@ def make_host(
             f"reload_command = {reload}\n\n"
         )
     setup = write_config(
-        folder, ca, tables + cluster_table(server, tmp_path, name, lease),
+        folder, ca, tables + cluster_table(server, tmp_path, name, lease)
+        + (f'[metrics]\nlisten = "{LOOPBACK}:{metrics_port}"\n' if metrics_port else ""),
         http01=f'mode = "standalone"\nlisten = "{LOOPBACK}:{port}"\n',
     )  # fmt: skip
     if directory is not None:  # e.g. through a fault proxy
@@ -386,8 +416,16 @@ def test_a_killed_lock_holder_is_replaced_after_its_lease(
 
 def test_redis_restart_and_outage(tmp_path: Path, redis_server: RedisServer) -> None:
     ca = start_ca(tmp_path / "ca")
-    other_port = free_ports(1)[0]
-    a = make_host(tmp_path, ca, redis_server, "a", ca.http_port, ["www"])
+    other_port, metrics_port = free_ports(2)
+    a = make_host(tmp_path, ca, redis_server, "a", ca.http_port, ["www"],
+                  metrics_port=metrics_port)  # fmt: skip
+
+    def connected() -> str:
+        url = f"http://{LOOPBACK}:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        return re.findall(r"^acme_agent_cluster_connected (\S+)", text, re.M)[0]
+
     b = make_host(tmp_path, ca, redis_server, "b", other_port, ["www"])
     daemon_a = DaemonProc(a.config, a.dir / "daemon.log")
     try:
@@ -406,10 +444,12 @@ def test_redis_restart_and_outage(tmp_path: Path, redis_server: RedisServer) -> 
         assert "Traceback" not in down.stderr
         assert b.deployed_serial("www") == first
         daemon_a.wait_for(r"certificates in service are kept; reconnecting", 20)
+        assert connected() == "0.0"
 
         redis_server.start()  # same data directory: the append-only file brings it back
         assert redis_server.client().hget("fleet:cert:www", "serial").decode() == first
         daemon_a.wait_for(r"Redis at \S+ is back", 40)
+        wait_until(lambda: connected() == "1.0", 10, "the gauge says connected again")
         renewed = b.renew("--force")  # b orders; a hears of it and deploys it
         assert renewed.returncode == 0, renewed.stdout + renewed.stderr
         new = b.deployed_serial("www")
