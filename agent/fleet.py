@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from . import keys
 from .challenge import Challenge
-from .cluster import Holder, RedisCluster
+from .cluster import ClusterError, Holder, LeaseLost, RedisCluster
 from .config import CertificateConfig
 from .errors import AgentError
 
@@ -50,26 +50,44 @@ def process(renewer: Renewer, cert: CertificateConfig, run: _Run, force: bool) -
         return Outcome(cert.name, "waiting", detail, retry_after=wait)
     try:
         # Another host may have finished between our check and the lease.
-        adopted = adopt(renewer, cert, cluster) or adopted
+        adopted = adopt(renewer, cert, cluster, fresh=True) or adopted
         with renewer.store.lock(cert.name):
 
             def publish(key_pem: bytes, chain: keys.IssuedChain) -> None:
-                cluster.put_cert(lease, cert.name, key_pem, chain.fullchain_pem,
-                                 f"{chain.cert.serial_number:x}",
-                                 chain.cert.not_valid_after_utc)  # fmt: skip
+                try:
+                    cluster.put_cert(lease, cert.name, key_pem, chain.fullchain_pem,
+                                     f"{chain.cert.serial_number:x}",
+                                     chain.cert.not_valid_after_utc)  # fmt: skip
+                except LeaseLost:
+                    raise  # another host owns this renewal now: ours is not used
+                except ClusterError as err:  # Redis went away: keep it here all the same
+                    unshared.append(err)
 
+            unshared: list[ClusterError] = []
             outcome = renewer._process_locked(cert, run, force and adopted is None, publish)
     finally:
         lease.release()
+    if unshared:
+        log.error("%s: installed on this host but not shared with the cluster: %s; the other "
+                  "hosts keep theirs until the next renewal", cert.name, unshared[0],
+                  extra={"cert": cert.name, "error_type": "cluster"})  # fmt: skip
     if outcome.status == "unchanged" and adopted is not None:
         return adopted
     return outcome
 
 
-def adopt(renewer: Renewer, cert: CertificateConfig, cluster: RedisCluster) -> Outcome | None:
-    """Install the version in Redis when it is newer than ours; its outcome, or None."""
+def adopt(
+    renewer: Renewer, cert: CertificateConfig, cluster: RedisCluster, *, fresh: bool = False
+) -> Outcome | None:
+    """Install the version in Redis when it is newer than ours; its outcome, or None.
+    ``fresh``: ask Redis now, not the serials read at the start of the run."""
     from .renewer import Outcome
 
+    if not fresh:
+        known = renewer.shared_serials.get(cert.name, "?")
+        local = renewer.store.record(cert.name)
+        if known is None or (local is not None and known == local.serial):
+            return None  # nothing in Redis yet, or the same version as here
     shared = cluster.load_cert(cert.name)
     if shared is None or not _newer(renewer, cert.name, shared.serial, shared.not_after):
         return None

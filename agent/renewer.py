@@ -132,6 +132,8 @@ class Renewer:
         self._client_lock = threading.Lock()
         self._ari_unreachable = False
         self._cluster: RedisCluster | None = None
+        # Fleet mode: the serial Redis holds for each certificate, read once per run.
+        self.shared_serials: dict[str, str | None] = {}
 
     @property
     def cluster(self) -> RedisCluster | None:
@@ -212,7 +214,12 @@ class Renewer:
         waiting on the CA); outcomes in configuration order."""
         done: dict[str, Outcome] = {}
         todo = certs
-        if not (force or self.dry_run or self.config.cluster is not None):
+        if self.cluster is not None and not self.dry_run:
+            try:  # one round trip; Redis down: every certificate reports it on its own
+                self.shared_serials = self.cluster.serials([c.name for c in certs])
+            except AgentError:
+                self.shared_serials = {}
+        if not (force or self.dry_run or (self.cluster is not None and not self.shared_serials)):
             # Most certificates are not due: decided in this thread, no pool, no lock.
             todo = []
             for cert in certs:
@@ -239,6 +246,8 @@ class Renewer:
             current = self.store.record(cert.name)
             if current is None:
                 return None
+            if self.cluster is not None and self.shared_serials.get(cert.name) != current.serial:
+                return None  # another version in Redis: the fleet path installs it
             now = self.clock()
             if ari.needs_refresh(ari.load_state(self.store, cert.name), current.serial, now) and (
                 ari.ca_without_ari(self.store, self.config.acme.directory, now) is None
