@@ -64,6 +64,10 @@ def save_state(store: Store, name: str, state: AriState) -> None:
     write_file_atomic(store.private_dir("ari") / f"{name}.json", state.to_json(), 0o600)
 
 
+# How long "nothing known about the CA" is believed before _ca.json is read again.
+NEGATIVE_CACHE = timedelta(seconds=5)
+
+
 def ca_without_ari(store: Store, directory: str, now: datetime) -> datetime | None:
     """Until when the CA is known to offer no renewalInfo (so no request is needed).
     Read once per store and process (planning 10,000 certificates asks 10,000 times)."""
@@ -73,7 +77,7 @@ def ca_without_ari(store: Store, directory: str, now: datetime) -> datetime | No
             data = json.loads((store.root / "ari" / "_ca.json").read_text())
             cached = (str(data["directory"]), datetime.fromisoformat(data["no_ari_until"]))
         except (OSError, ValueError, KeyError, TypeError):
-            cached = ("", now)
+            cached = ("", now + NEGATIVE_CACHE)  # read again a little later, not 10,000 times
         _CA_CACHE[str(store.root)] = cached
     known, until = cached
     return until if known == directory and until > now else None

@@ -268,7 +268,7 @@ class Daemon:
         when = plan.next_time or now
         if plan.ari is not None and plan.ari.supported and plan.ari.next_check < when:
             when = plan.ari.next_check  # a child run refreshes the CA's renewal information
-        elif record is not None and self._ari_unknown(record, now):
+        elif record is not None and plan.ari is None and self._ari_unknown(record, now):
             when = now
         self.schedule(cert.name, max(when, now))
         if plan.next_time is not None:
@@ -276,14 +276,11 @@ class Daemon:
                     plan.next_time.isoformat(), plan.why)  # fmt: skip
 
     def _ari_unknown(self, record: Any, now: datetime) -> bool:
-        """Renewal information for this serial was never fetched (a child run fetches it),
-        unless the CA is known to have none. Only once per serial, so that a CA without
-        an answer does not keep us busy."""
+        """No renewal information stored for this serial (the plan found none): a child
+        run fetches it, unless the CA is known to have none. Only once per serial, so that
+        a CA without an answer does not keep us busy."""
         from . import ari
 
-        state = ari.load_state(self.renewer.store, record.name)
-        if state is not None and state.serial == record.serial:
-            return False
         if ari.ca_without_ari(self.renewer.store, self.config.acme.directory, now):
             return False
         asked = self._ari_asked.get(record.name)

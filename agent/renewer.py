@@ -431,6 +431,10 @@ class Renewer:
             publish(issued.key_pem, issued.chain)
         folder = self.store.install(cert.name, issued.key_pem, issued.chain)
         not_after = issued.chain.cert.not_valid_after_utc
+        record = self.store.record(cert.name)
+        if record is not None:  # the new certificate's renewal information, while connected
+            with contextlib.suppress(AgentError):
+                self._ari_state(cert, record, self.clock())
         log.info("%s: installed serial %x, valid until %s (%s)", cert.name,
                  issued.chain.cert.serial_number, not_after.isoformat(), folder,
                  extra={"cert": cert.name, "order": issued.order_url})  # fmt: skip
