@@ -36,6 +36,7 @@ def open_client(acme: AcmeConfig, store: Store, cluster: RedisCluster | None = N
 
 def _open_shared(acme: AcmeConfig, store: Store, cluster: RedisCluster) -> AcmeClient:
     directory = acme.directory
+    _drop_deactivated(store, cluster, directory)
     if _take_shared(store, cluster, directory):
         return _open_local(acme, store)
     lock = "_account-" + cluster.account_key(directory).rsplit(":", 1)[-1]
@@ -52,6 +53,25 @@ def _open_shared(acme: AcmeConfig, store: Store, cluster: RedisCluster) -> AcmeC
         cluster.store_account(directory, stored.key_pem, stored.uri)
         log.info("ACME account %s shared with the cluster", stored.uri)
         return client
+
+
+def _drop_deactivated(store: Store, cluster: RedisCluster, directory: str) -> None:
+    """Another host deactivated the shared account: set our copy of it aside too."""
+    gone = cluster.deactivated_account(directory)
+    local = store.load_account(directory) if gone else None
+    if local is not None and local.uri == gone:
+        set_aside(store, directory)
+        log.warning("the cluster's ACME account %s was deactivated; registering anew", gone)
+
+
+def set_aside(store: Store, directory: str) -> None:
+    """Move the account folder out of the way (kept, renamed with a time stamp)."""
+    import os
+    from datetime import UTC, datetime
+
+    folder = store.account_dir(directory)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    os.replace(folder, folder.with_name(f"{folder.name}.deactivated-{stamp}"))
 
 
 def _take_shared(store: Store, cluster: RedisCluster, directory: str) -> bool:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from .account import _pem_args, open_client
+from .account import _pem_args, open_client, set_aside
 from .attempts import record_revocation
 from .config import Config
 from .errors import ConfigError, StoreError
@@ -14,12 +15,23 @@ from .protocol import account_key_pem_new
 from .revocation import REASONS
 from .store import Store, write_file_atomic
 
+if TYPE_CHECKING:
+    from .cluster import RedisCluster
+
 log = logging.getLogger(__name__)
+
+
+def _cluster(config: Config) -> RedisCluster | None:
+    if config.cluster is None:
+        return None
+    from .cluster import RedisCluster
+
+    return RedisCluster(config.cluster)
 
 
 def show(config: Config) -> dict[str, object]:
     store = Store(config.state_dir)
-    client = open_client(config.acme, store)
+    client = open_client(config.acme, store, _cluster(config))
     details = client.account_details()
     return {
         "url": client.account_uri,
@@ -36,7 +48,8 @@ def rollover(config: Config) -> str:
     """Replace the account key. The new key is saved beside the old one first, so a crash
     at any point leaves a key the CA accepts on disk (the next key, or the old one)."""
     store = Store(config.state_dir)
-    client = open_client(config.acme, store)
+    cluster = _cluster(config)
+    client = open_client(config.acme, store, cluster)
     folder = store.account_dir(config.acme.directory)
     pending = folder / "private_key.pem.next"
     new = account_key_pem_new()
@@ -49,6 +62,9 @@ def rollover(config: Config) -> str:
             f"{folder}: the CA now knows the new key, but it could not be put in place "
             f"({err.strerror}); move private_key.pem.next over private_key.pem by hand"
         ) from None
+    if cluster is not None:  # the other hosts take the new key from Redis
+        cluster.store_account(config.acme.directory, new.key.private_bytes(*_pem_args()),
+                              str(client.account_uri))  # fmt: skip
     return str(client.account_uri)
 
 
@@ -56,12 +72,13 @@ def deactivate(config: Config) -> str:
     """Deactivate the account at the CA and set its folder aside (the next run registers a
     new account, which needs fresh EAB credentials where the CA asks for them)."""
     store = Store(config.state_dir)
-    client = open_client(config.acme, store)
+    cluster = _cluster(config)
+    client = open_client(config.acme, store, cluster)
     uri = str(client.account_uri)
     client.deactivate()
-    folder = store.account_dir(config.acme.directory)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    os.replace(folder, folder.with_name(f"{folder.name}.deactivated-{stamp}"))
+    set_aside(store, config.acme.directory)
+    if cluster is not None:  # the other hosts set their copies aside and register anew
+        cluster.forget_account(config.acme.directory, uri)
     return uri
 
 
@@ -72,7 +89,7 @@ def revoke(config: Config, name: str, reason: str) -> str:
     current = store.current(name)
     if current is None:
         raise ConfigError(f"{name}: there is no certificate to revoke in {store.live_dir(name)}")
-    client = open_client(config.acme, store)
+    client = open_client(config.acme, store, _cluster(config))
     client.revoke(current.cert, REASONS[reason], name)
     serial = f"{current.cert.serial_number:x}"
     record_revocation(store, name, serial, datetime.now(UTC))

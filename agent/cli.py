@@ -174,7 +174,12 @@ def cmd_register(config: Config) -> int:
     from .account import open_client
     from .store import Store
 
-    client = open_client(config.acme, Store(config.state_dir))
+    cluster = None
+    if config.cluster is not None:  # the fleet's shared account
+        from .cluster import RedisCluster
+
+        cluster = RedisCluster(config.cluster)
+    client = open_client(config.acme, Store(config.state_dir), cluster)
     print(client.account_uri)
     return EXIT_OK
 

@@ -348,6 +348,23 @@ class RedisCluster:
         except SealError as err:
             raise ClusterError(f"the shared ACME account: {err}") from None
 
+    def deactivated_account(self, directory: str) -> str | None:
+        """The URL of the shared account a host deactivated (its copies must go), or None."""
+        value = self.call(lambda r: r.hget(self.account_key(directory), "deactivated"))
+        return str(value) if value else None
+
+    def forget_account(self, directory: str, uri: str) -> None:
+        """After deactivation: no key left in Redis, and a note for the other hosts."""
+        where = self.account_key(directory)
+
+        def replace(r: Any) -> None:
+            pipe = r.pipeline(transaction=True)
+            pipe.delete(where)
+            pipe.hset(where, mapping={"deactivated": uri, "node": self.settings.node_name})
+            pipe.execute()
+
+        self.call(replace)
+
     def store_account(self, directory: str, key_pem: bytes, uri: str) -> None:
         where = self.account_key(directory)
         sealed = self.sealer.seal(key_pem, where.removeprefix(self.prefix))

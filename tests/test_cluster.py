@@ -220,8 +220,11 @@ class Host:
         return len(path.read_text().splitlines()) if path.exists() else 0
 
     def renew(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.run("renew", *args)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "agent", "--config", str(self.config), "renew", *args],
+            [sys.executable, "-m", "agent", "--config", str(self.config), *args],
             capture_output=True, text=True, timeout=120, env=_env(),
         )  # fmt: skip
 
@@ -458,4 +461,39 @@ def test_redis_restart_and_outage(tmp_path: Path, redis_server: RedisServer) -> 
         assert pebble_orders(ca) == 2
     finally:
         daemon_a.stop()
+        ca.stop()
+
+
+def test_account_rollover_and_deactivation_reach_every_host(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    ca = start_ca(tmp_path / "ca")
+    try:  # one after another, so both may answer on pebble's HTTP-01 port
+        a = make_host(tmp_path, ca, redis_server, "a", ca.http_port, ["www"])
+        b = make_host(tmp_path, ca, redis_server, "b", ca.http_port, ["www"])
+        assert a.renew().returncode == 0
+        taken = b.renew()
+        assert taken.returncode == 0 and "using the cluster's ACME account" in taken.stderr
+        accounts = lambda: len(re.findall(r"There are now \d+ accounts", ca.log_text()))  # noqa: E731
+        assert accounts() == 1
+
+        rolled = a.run("account", "rollover")
+        assert rolled.returncode == 0, rolled.stderr
+        renewed = b.renew(
+            "--force"
+        )  # b's copy of the old key is refused by now: it takes the new one
+        assert renewed.returncode == 0, renewed.stdout + renewed.stderr
+        assert "using the cluster's ACME account" in renewed.stderr
+
+        gone = a.run("account", "deactivate", "--yes")
+        assert gone.returncode == 0, gone.stderr
+        assert b"PRIVATE" not in redis_server.dump_bytes()
+        fresh = b.renew("--force")  # b sets its copy aside and registers anew (EAB)
+        assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+        assert "was deactivated; registering anew" in fresh.stderr
+        assert accounts() == 2
+        again = a.renew("--force")  # a takes the new shared account: no third registration
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert accounts() == 2
+    finally:
         ca.stop()
