@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import josepy as jose
 
-from .cluster import ClusterError, Holder
 from .config import AcmeConfig
 from .errors import AccountError, CAError, ConfigError
 from .protocol import AcmeClient, account_key_pem_new, load_account_key
@@ -35,6 +34,8 @@ def open_client(acme: AcmeConfig, store: Store, cluster: RedisCluster | None = N
 
 
 def _open_shared(acme: AcmeConfig, store: Store, cluster: RedisCluster) -> AcmeClient:
+    from .cluster import ClusterError, Holder
+
     directory = acme.directory
     _drop_deactivated(store, cluster, directory)
     if _take_shared(store, cluster, directory):

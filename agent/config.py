@@ -7,9 +7,9 @@ wrong, e.g. ``agent.toml: certificate[2].domains[0]: "a..b" is not a valid domai
 from __future__ import annotations
 
 import functools
-import ipaddress
 import os
 import re
+import socket
 import stat
 import tomllib
 from dataclasses import dataclass, field
@@ -244,12 +244,24 @@ def _parse_http01(table: _Table, base: Path) -> Http01Config:
     return Http01Config(mode, host, port, _relative_to(Path(webroot), base) if webroot else None)
 
 
+def is_ip_address(text: str) -> bool:
+    """An IPv4 or IPv6 address (socket.inet_pton: no ipaddress import at start-up)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, text)
+            return True
+        except OSError:
+            pass
+    return False
+
+
 def parse_listen(listen: str, table: _Table) -> tuple[str, int]:
     host, sep, port_text = listen.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     try:
         port = int(port_text)
-        ipaddress.ip_address(host)
+        if not is_ip_address(host):
+            raise ValueError(host)
     except ValueError:
         raise table.error(
             "listen", f"{listen!r} must be ADDRESS:PORT, e.g. 0.0.0.0:80 or [::]:80"
@@ -337,11 +349,8 @@ def check_domain(value: Any, table: _Table, key: str) -> str:
     if not isinstance(value, str):
         raise table.error(key, f"expected a string, got {type(value).__name__}")
     domain = value.strip().lower().rstrip(".")
-    try:
-        ipaddress.ip_address(domain)
+    if is_ip_address(domain):
         raise table.error(key, f"{value!r}: IP address identifiers are not supported")
-    except ValueError:
-        pass
     if not domain.isascii():
         raise table.error(key, f"{value!r}: write internationalised names in xn-- (A-label) form")
     labels = domain.split(".")

@@ -40,7 +40,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return answered
     from .cli import main as full_main
 
-    return full_main(args)
+    return exit_now(full_main(args))
+
+
+def exit_now(code: int) -> int:
+    """End the process without the interpreter's teardown (freeing every module of the
+    protocol stack takes ~40 ms): everything we write is flushed, fsynced and renamed
+    before this point, and the threads we start are done or daemons. Output and log
+    handlers are flushed here."""
+    import logging
+
+    try:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe: nothing more to say
+        pass
+    os._exit(code)
 
 
 def cached_renew(args: list[str]) -> int | None:
