@@ -163,7 +163,9 @@ def test_renew_force_racing_the_daemon(tmp_path: Path, short_ca: LocalCA) -> Non
         assert daemon.stop() == 0
     for result in results:
         assert result.returncode == 0, result.stderr
-        assert "handing tokens to it" in result.stderr
+    # A run that meets an authorization the daemon's own renewal just validated (12-second
+    # certificates: it renews every 6 s) has no challenge to hand over.
+    assert any("handing tokens to it" in result.stderr for result in results)
 
 
 def test_ca_unreachable_daemon_keeps_retrying_loudly(tmp_path: Path, short_ca: LocalCA) -> None:
