@@ -59,11 +59,13 @@ def cluster_settings(server: RedisServer, directory: Path, **extra: object) -> C
     )  # type: ignore[arg-type]
 
 
-def cluster_table(server: RedisServer, directory: Path, node: str, lease: str = "60s") -> str:
+def cluster_table(
+    server: RedisServer, directory: Path, node: str, lease: str = "60s", check: str = "5m"
+) -> str:
     return (
         f'[cluster]\nbackend = "redis"\nurl = "{server.url}"\nkey_prefix = "fleet:"\n'
         f'key_file = "{key_file(directory)}"\npassword_file = "{server.password_file()}"\n'
-        f'node = "{node}"\nlease = "{lease}"\n'
+        f'node = "{node}"\nlease = "{lease}"\ncheck_interval = "{check}"\n'
     )
 
 
@@ -236,7 +238,7 @@ def _env() -> dict[str, str]:
 def make_host(
     tmp_path: Path, ca: LocalCA, server: RedisServer, name: str, port: int, certs: list[str],
     *, lease: str = "60s", directory: str | None = None, ca_bundle: Path | None = None,
-    metrics_port: int = 0,
+    metrics_port: int = 0, check: str = "5m",
 ) -> Host:  # fmt: skip
     folder = tmp_path / name
     folder.mkdir()
@@ -249,7 +251,7 @@ def make_host(
             f"reload_command = {reload}\n\n"
         )
     setup = write_config(
-        folder, ca, tables + cluster_table(server, tmp_path, name, lease)
+        folder, ca, tables + cluster_table(server, tmp_path, name, lease, check)
         + (f'[metrics]\nlisten = "{LOOPBACK}:{metrics_port}"\n' if metrics_port else ""),
         http01=f'mode = "standalone"\nlisten = "{LOOPBACK}:{port}"\n',
     )  # fmt: skip
@@ -495,5 +497,59 @@ def test_account_rollover_and_deactivation_reach_every_host(
         again = a.renew("--force")  # a takes the new shared account: no third registration
         assert again.returncode == 0, again.stdout + again.stderr
         assert accounts() == 2
+    finally:
+        ca.stop()
+
+
+def fresh_chain(domain: str, days: int) -> tuple[bytes, bytes, str]:
+    """(key PEM, fullchain PEM, serial) of a certificate valid from now, from a local CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from agent import keys
+    from agent.localca import self_signed_root
+
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    ca_key, ca = self_signed_root("fleet test CA", not_before=now)
+    key = keys.generate_key("ec-p256")
+    leaf = (
+        x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(ca.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    chain = leaf.public_bytes(Encoding.PEM) + ca.public_bytes(Encoding.PEM)
+    return keys.key_to_pem(key), chain, f"{leaf.serial_number:x}"
+
+
+def test_a_missed_message_is_caught_by_the_periodic_check(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    ca = start_ca(tmp_path / "ca")
+    try:
+        a = make_host(tmp_path, ca, redis_server, "a", ca.http_port, ["www"])
+        b = make_host(tmp_path, ca, redis_server, "b", free_ports(1)[0], ["www"], check="5s")
+        assert a.renew().returncode == 0
+        daemon = DaemonProc(b.config, b.dir / "daemon.log")
+        try:
+            daemon.wait_for(r"www: installed serial \S+ from the cluster", 20)
+            # A new version whose message never reaches b (published on another channel).
+            writer = RedisCluster(cluster_settings(redis_server, tmp_path, node="a",
+                                                   key_prefix="fleet:"))  # fmt: skip
+            writer.events_channel = "elsewhere"
+            lease = writer.acquire("www")
+            assert isinstance(lease, Lease)
+            key_pem, chain, serial = fresh_chain("www.fleet.example.com", 91)
+            writer.put_cert(lease, "www", key_pem, chain, serial,
+                            datetime.now(UTC) + timedelta(days=91))  # fmt: skip
+            lease.release()
+            wait_until(lambda: b.deployed_serial("www") == serial, 20,
+                       "b's periodic check installs it")  # fmt: skip
+        finally:
+            daemon.stop()
+        assert pebble_orders(ca) == 1
     finally:
         ca.stop()
