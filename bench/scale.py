@@ -272,6 +272,8 @@ def row(
         best = min(known.values()) if lower else max(known.values())
         if ours == best == 0:
             text += " | both zero"
+        elif ours == 0:
+            text += " | acme-agent zero"
         else:
             ratio = best / ours if ours else float("inf")
             text += f" | best peer / acme-agent = {ratio:.1f}x"
