@@ -30,7 +30,7 @@ DEFAULT_CONFIG_PATH = "/etc/acme-agent/agent.toml"
 DEFAULT_STATE_DIR = "/var/lib/acme-agent"
 # State folders whose change can make a certificate due or its deployment pending.
 STATE_FOLDERS = ("live", "revoked", "deployed", "ari")
-FORMAT = 1
+FORMAT = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,7 +127,8 @@ def _stat(path: str) -> list[Any]:
         info = os.stat(path)
     except OSError:
         return [path, None]
-    return [path, info.st_mtime_ns, info.st_size, info.st_ino, info.st_mode]
+    # ctime too: no tool can set it back (cp -p and touch -d restore mtime, not ctime).
+    return [path, info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_ino, info.st_mode]
 
 
 def fingerprint(config: str, certs_dir: str | None, state_dir: str) -> list[Any]:
