@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .cli_ops import add_operator_commands, run_operator_command
-from .config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, load, resolve_config_path
+from .config import Config, load, resolve_config_path
+from .defaults import CONFIG_ENV, DEFAULT_CONFIG_PATH, DURATIONS_ENV
 from .errors import EXIT_FAILED, EXIT_OK, AgentError, StoreError, UsageError
 
 if TYPE_CHECKING:
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("acme-agent")
 
-# The daemon runs issuance in child `renew` processes; they hand back request durations here.
-DURATIONS_ENV = "ACME_AGENT_DURATIONS_FILE"
 
 DESCRIPTION = """\
 An ACME (RFC 8555) certificate agent: registers with your CA (with External Account

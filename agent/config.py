@@ -17,14 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from .cluster_config import ClusterConfig, parse_cluster
+from .defaults import CONFIG_ENV, DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR
 from .deploy_config import DeployConfig, HooksConfig, parse_deploy, parse_hooks
 from .errors import ConfigError
 from .policy import RenewBefore, parse_duration
 from .tomltable import Table as _Table
 
-DEFAULT_CONFIG_PATH = "/etc/acme-agent/agent.toml"
-CONFIG_ENV = "ACME_AGENT_CONFIG"
-DEFAULT_STATE_DIR = "/var/lib/acme-agent"
 # AWS Certificate Manager documents up to 2 minutes per issuance; 5 minutes leaves room.
 DEFAULT_ISSUANCE_TIMEOUT = 300.0
 # Orders worked on at once: fast through a mass renewal, yet gentle on a CA (each waits

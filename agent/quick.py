@@ -24,10 +24,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from .defaults import CONFIG_ENV, DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR, DURATIONS_ENV
+
 CACHE_NAME = "renew-cache.json"
-CONFIG_ENV = "ACME_AGENT_CONFIG"
-DEFAULT_CONFIG_PATH = "/etc/acme-agent/agent.toml"
-DEFAULT_STATE_DIR = "/var/lib/acme-agent"
 # State folders whose change can make a certificate due or its deployment pending.
 STATE_FOLDERS = ("live", "revoked", "deployed", "ari")
 FORMAT = 2
@@ -62,7 +61,7 @@ def exit_now(code: int) -> int:
 def cached_renew(args: list[str]) -> int | None:
     """0 when a plain ``renew`` was answered from the cache; None to run in full."""
     config = _plain_renew_config(args)
-    if config is None or os.environ.get("ACME_AGENT_DURATIONS_FILE"):
+    if config is None or os.environ.get(DURATIONS_ENV):
         return None
     try:
         settings = _settings(config)

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .cli import DURATIONS_ENV
+from .defaults import DURATIONS_ENV
 
 if TYPE_CHECKING:
     from .attempts import Attempt
