@@ -206,19 +206,25 @@ def cmd_renew(
         log.warning("%s: no certificates configured", config.path)
         return EXIT_OK
     progress.total = len(certs)
-    cacheable = not (names or force or dry_run or target or samples or config.cluster)
+    # Only what the quick entry may answer (agent/quick.py): a plain `renew` with a
+    # configuration without [cluster], [metrics] or JSON logs.
+    cacheable = not (
+        names or force or dry_run or target or samples or config.cluster or config.metrics
+        or config.log_format != "text"
+    )  # fmt: skip
+    paths = (str(config.path), str(config.certs_dir) if config.certs_dir else None,
+             str(config.state_dir))  # fmt: skip
     if cacheable:
         from . import quick
 
-        settings = quick._settings(str(config.path))
-        taken = quick.fingerprint(str(config.path), settings[1], settings[0]) if settings else []
+        taken = quick.fingerprint(*paths)
     outcomes = renewer.run(certs, force=force)
     progress.finish(outcomes)
     rechecks = [o.recheck for o in outcomes if o.status == "unchanged"]
-    if cacheable and settings and len(rechecks) == len(outcomes) and None not in rechecks:
+    if cacheable and len(rechecks) == len(outcomes) and None not in rechecks:
         until = min(r for r in rechecks if r is not None).timestamp()
         with contextlib.suppress(AgentError):  # only a cache: the next run goes in full
-            quick.save(str(config.path), settings[1], settings[0], taken, until, progress.lines)
+            quick.save(*paths, taken, until, progress.lines)
     if metrics is not None and samples:
         metrics.write_samples(Path(samples))
     if metrics is not None and target is not None:

@@ -29,7 +29,7 @@ from .defaults import CONFIG_ENV, DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR, DURATI
 CACHE_NAME = "renew-cache.json"
 # State folders whose change can make a certificate due or its deployment pending.
 STATE_FOLDERS = ("live", "revoked", "deployed", "ari")
-FORMAT = 2
+FORMAT = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -122,24 +122,26 @@ def _settings(config: str) -> tuple[str, str | None] | None:
 
 
 def _stat(path: str) -> list[Any]:
+    """The file's identity and state, not its name: the full command (which knows the
+    paths from the parsed configuration) and this module must agree on the same files."""
     try:
         info = os.stat(path)
     except OSError:
-        return [path, None]
+        return [None]
     # ctime too: no tool can set it back (cp -p and touch -d restore mtime, not ctime).
-    return [path, info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_ino, info.st_mode]
+    return [info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_ino, info.st_mode]
 
 
 def fingerprint(config: str, certs_dir: str | None, state_dir: str) -> list[Any]:
     """What a "nothing is due" decision depends on, besides the time."""
-    entries = [_stat(os.path.abspath(config))]
+    entries = [_stat(config)]
     if certs_dir is not None:
         entries.append(_stat(certs_dir))
         try:
             names = sorted(e.name for e in os.scandir(certs_dir) if e.name.endswith(".toml"))
         except OSError:
             names = []
-        entries += [_stat(os.path.join(certs_dir, name)) for name in names]
+        entries += [[name, *_stat(os.path.join(certs_dir, name))] for name in names]
     entries += [_stat(os.path.join(state_dir, folder)) for folder in STATE_FOLDERS]
     return entries
 
@@ -150,6 +152,8 @@ def save(
 ) -> None:  # fmt: skip
     """Remember a run where nothing was due; ``taken`` is the fingerprint from before it
     read anything (a change during the run makes the cache miss, never wrong)."""
+    from pathlib import Path
+
     from .store import write_file_atomic
 
     if fingerprint(config, certs_dir, state_dir) != taken:
@@ -161,8 +165,6 @@ def save(
         "fingerprint": taken,
         "lines": lines,
     }
-    from pathlib import Path
-
     write_file_atomic(Path(state_dir) / CACHE_NAME, json.dumps(data).encode(), 0o600)
 
 
