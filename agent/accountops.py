@@ -5,33 +5,22 @@ from __future__ import annotations
 import logging
 import os
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from .account import _pem_args, open_client, set_aside
 from .attempts import record_revocation
+from .cluster import open_cluster
 from .config import Config
 from .errors import ConfigError, StoreError
 from .protocol import account_key_pem_new
 from .revocation import REASONS
 from .store import Store, write_file_atomic
 
-if TYPE_CHECKING:
-    from .cluster import RedisCluster
-
 log = logging.getLogger(__name__)
-
-
-def _cluster(config: Config) -> RedisCluster | None:
-    if config.cluster is None:
-        return None
-    from .cluster import RedisCluster
-
-    return RedisCluster(config.cluster)
 
 
 def show(config: Config) -> dict[str, object]:
     store = Store(config.state_dir)
-    client = open_client(config.acme, store, _cluster(config))
+    client = open_client(config.acme, store, open_cluster(config.cluster))
     details = client.account_details()
     return {
         "url": client.account_uri,
@@ -48,7 +37,7 @@ def rollover(config: Config) -> str:
     """Replace the account key. The new key is saved beside the old one first, so a crash
     at any point leaves a key the CA accepts on disk (the next key, or the old one)."""
     store = Store(config.state_dir)
-    cluster = _cluster(config)
+    cluster = open_cluster(config.cluster)
     client = open_client(config.acme, store, cluster)
     folder = store.account_dir(config.acme.directory)
     pending = folder / "private_key.pem.next"
@@ -72,7 +61,7 @@ def deactivate(config: Config) -> str:
     """Deactivate the account at the CA and set its folder aside (the next run registers a
     new account, which needs fresh EAB credentials where the CA asks for them)."""
     store = Store(config.state_dir)
-    cluster = _cluster(config)
+    cluster = open_cluster(config.cluster)
     client = open_client(config.acme, store, cluster)
     uri = str(client.account_uri)
     client.deactivate()
@@ -89,7 +78,7 @@ def revoke(config: Config, name: str, reason: str) -> str:
     current = store.current(name)
     if current is None:
         raise ConfigError(f"{name}: there is no certificate to revoke in {store.live_dir(name)}")
-    client = open_client(config.acme, store, _cluster(config))
+    client = open_client(config.acme, store, open_cluster(config.cluster))
     client.revoke(current.cert, REASONS[reason], name)
     serial = f"{current.cert.serial_number:x}"
     record_revocation(store, name, serial, datetime.now(UTC))

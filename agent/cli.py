@@ -171,14 +171,11 @@ def run_command(args: argparse.Namespace) -> int:
 
 def cmd_register(config: Config) -> int:
     from .account import open_client
+    from .cluster import open_cluster
     from .store import Store
 
-    cluster = None
-    if config.cluster is not None:  # the fleet's shared account
-        from .cluster import RedisCluster
-
-        cluster = RedisCluster(config.cluster)
-    client = open_client(config.acme, Store(config.state_dir), cluster)
+    # In fleet mode, the fleet's shared account.
+    client = open_client(config.acme, Store(config.state_dir), open_cluster(config.cluster))
     print(client.account_uri)
     return EXIT_OK
 

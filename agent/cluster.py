@@ -133,6 +133,11 @@ class Lease:
                 keys=[self.key], args=[self.value]))  # fmt: skip
 
 
+def open_cluster(settings: ClusterConfig | None) -> RedisCluster | None:
+    """The shared store of ``[cluster]`` (connected on first use), or None on a single host."""
+    return RedisCluster(settings) if settings is not None else None
+
+
 class RedisCluster:
     def __init__(self, settings: ClusterConfig, sealer: Sealer | None = None) -> None:
         self.settings = settings

@@ -139,9 +139,9 @@ class Renewer:
     def cluster(self) -> RedisCluster | None:
         """The shared store of ``[cluster]`` (Redis), or None on a single host."""
         if self._cluster is None and self.config.cluster is not None:
-            from .cluster import RedisCluster
+            from .cluster import open_cluster
 
-            self._cluster = RedisCluster(self.config.cluster)
+            self._cluster = open_cluster(self.config.cluster)
         return self._cluster
 
     @property
