@@ -24,6 +24,7 @@ from .errors import AgentError
 if TYPE_CHECKING:
     from .http01 import Solver
     from .renewer import Outcome, Renewer, _Run
+    from .store import CertRecord
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,7 @@ def process(renewer: Renewer, cert: CertificateConfig, run: _Run, force: bool) -
     assert cluster is not None
     adopted = adopt(renewer, cert, cluster)
     if not force:
-        current = renewer.store.record(cert.name)
-        unchanged = renewer._unchanged(cert, current, renewer.plan(cert, current))
+        unchanged = renewer.unchanged_now(cert, renewer.store.record(cert.name))
         if unchanged is not None:
             return adopted or unchanged
     lease = cluster.acquire(cert.name)
@@ -83,13 +83,14 @@ def adopt(
     ``fresh``: ask Redis now, not the serials read at the start of the run."""
     from .renewer import Outcome
 
+    store = renewer.store
+    local = store.record(cert.name)
     if not fresh:
         known = renewer.shared_serials.get(cert.name, "?")
-        local = renewer.store.record(cert.name)
         if known is None or (local is not None and known == local.serial):
             return None  # nothing in Redis yet, or the same version as here
     shared = cluster.load_cert(cert.name)
-    if shared is None or not _newer(renewer, cert.name, shared.serial, shared.not_after):
+    if shared is None or not _newer(local, shared.serial, shared.not_after):
         return None
     where = f"{cert.name} (from Redis, obtained by {shared.node})"
     key_pem = cluster.open_key(shared)
@@ -99,9 +100,8 @@ def adopt(
     except AgentError as err:  # e.g. the domains were just changed here: renew instead
         log.warning("%s", err)
         return None
-    store = renewer.store
     with store.lock(cert.name):
-        if not _newer(renewer, cert.name, shared.serial, shared.not_after):
+        if not _newer(store.record(cert.name), shared.serial, shared.not_after):
             return None  # installed meanwhile by another process of this host
         store.install(cert.name, key_pem, chain)
     detail = f"serial {shared.serial} from the cluster, obtained by {shared.node}"
@@ -109,8 +109,8 @@ def adopt(
     return Outcome(cert.name, "deployed", detail, store.live_dir(cert.name), shared.not_after)
 
 
-def _newer(renewer: Renewer, name: str, serial: str, not_after: datetime) -> bool:
-    local = renewer.store.record(name)
+def _newer(local: CertRecord | None, serial: str, not_after: datetime) -> bool:
+    """Is the version in Redis (``serial``, ``not_after``) the one to have here?"""
     if local is None:
         return True
     # Not older than ours (two issuances in one second share not_after): Redis wins ties,

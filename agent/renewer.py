@@ -253,7 +253,7 @@ class Renewer:
                 ari.ca_without_ari(self.store, self.config.acme.directory, now) is None
             ):
                 return None  # renewal information to fetch: in the pool, with the others
-            return self._unchanged(cert, current, self.plan(cert, current))
+            return self.unchanged_now(cert, current)
         except Exception:  # any doubt: the full path decides and reports
             return None
 
@@ -299,8 +299,7 @@ class Renewer:
 
                 return fleet.process(self, cert, run, force)
             if not force:  # the common case, nothing due: decided without a lock
-                current = self.store.record(cert.name)
-                unchanged = self._unchanged(cert, current, self.plan(cert, current))
+                unchanged = self.unchanged_now(cert, self.store.record(cert.name))
                 if unchanged is not None:
                     return unchanged
             with self.store.lock(cert.name):
@@ -384,6 +383,10 @@ class Renewer:
             ari.remember_ca_without_ari(self.store, directory, fresh.next_check)
         ari.save_state(self.store, cert.name, fresh)
         return fresh
+
+    def unchanged_now(self, cert: CertificateConfig, current: CertRecord | None) -> Outcome | None:
+        """The "unchanged" outcome when ``cert`` (``current`` in service) is not due now."""
+        return self._unchanged(cert, current, self.plan(cert, current))
 
     def _unchanged(
         self, cert: CertificateConfig, current: CertRecord | None, plan: Plan
