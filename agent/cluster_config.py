@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .policy import parse_duration
-from .tomltable import Table
+from .tomltable import Table, relative_to
 
 BACKENDS = ("redis",)
 URL_SCHEMES = ("redis", "rediss", "unix")
@@ -59,11 +59,11 @@ def parse_cluster(top: Table, base: Path) -> ClusterConfig | None:
     table.finish()
     return ClusterConfig(
         url=url,
-        key_file=_relative(key_file, base),
+        key_file=relative_to(Path(key_file), base),
         backend=backend,
         key_prefix=prefix,
-        password_file=_relative(password_file, base) if password_file else None,
-        ca_file=_relative(ca_file, base) if ca_file else None,
+        password_file=relative_to(Path(password_file), base) if password_file else None,
+        ca_file=relative_to(Path(ca_file), base) if ca_file else None,
         node=node,
         lease_seconds=lease,
         check_interval=check,
@@ -98,8 +98,3 @@ def _seconds(table: Table, key: str, default: float, low: float, high: float) ->
     if not low <= seconds <= high:
         raise table.error(key, f"{value!r} must be between {low:g} and {high:g} seconds")
     return seconds
-
-
-def _relative(value: str, base: Path) -> Path:
-    path = Path(value)
-    return path if path.is_absolute() else base / path

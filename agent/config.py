@@ -22,6 +22,7 @@ from .deploy_config import DeployConfig, HooksConfig, parse_deploy, parse_hooks
 from .errors import ConfigError
 from .policy import RenewBefore, parse_duration
 from .tomltable import Table as _Table
+from .tomltable import relative_to as _relative_to
 
 # AWS Certificate Manager documents up to 2 minutes per issuance; 5 minutes leaves room.
 DEFAULT_ISSUANCE_TIMEOUT = 300.0
@@ -169,11 +170,6 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: invalid TOML: {err}") from None
-
-
-def _relative_to(value: Path, base: Path) -> Path:
-    """Relative paths in the config are relative to the config file's directory."""
-    return value if value.is_absolute() else (base / value)
 
 
 def _parse_metrics(top: _Table, base: Path) -> MetricsConfig | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
@@ -53,6 +54,11 @@ class Table:
         unknown = sorted(set(self.data) - self.seen)
         if unknown:
             raise self.error(unknown[0], "unknown key (check the spelling; see agent.example.toml)")
+
+
+def relative_to(value: Path, base: Path) -> Path:
+    """Relative paths in the config are relative to the config file's directory."""
+    return value if value.is_absolute() else (base / value)
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
