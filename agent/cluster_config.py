@@ -40,10 +40,9 @@ class ClusterConfig:
 
 
 def parse_cluster(top: Table, base: Path) -> ClusterConfig | None:
-    if "cluster" not in top.data:
-        top.seen.add("cluster")
+    table = top.optional_table("cluster")
+    if table is None:
         return None
-    table = top.table("cluster")
     backend = table.require("backend", str)
     if backend not in BACKENDS:
         raise table.error("backend", f'{backend!r} is not supported; use "redis"')

@@ -173,10 +173,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _parse_metrics(top: _Table, base: Path) -> MetricsConfig | None:
-    if "metrics" not in top.data:
-        top.seen.add("metrics")
+    table = top.optional_table("metrics")
+    if table is None:
         return None
-    table = top.table("metrics")
     host, port = parse_listen(table.text("listen", "127.0.0.1:9402") or "", table)
     textfile = table.text("textfile")
     table.finish()

@@ -50,6 +50,13 @@ class Table:
         value = self.get(key, dict, {})
         return Table(value, self.where, f"{self.field_name(key)}.")
 
+    def optional_table(self, key: str) -> Table | None:
+        """The sub-table ``key``, or None when the file has none (absent means "off")."""
+        if key not in self.data:
+            self.seen.add(key)
+            return None
+        return self.table(key)
+
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.seen)
         if unknown:
