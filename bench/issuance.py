@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.demo import write_config  # noqa: E402
+from agent.cli.demo import write_config  # noqa: E402
 from agent.localca import LocalCA  # noqa: E402
 
 CERTBOT_VENV = ROOT / "bench" / ".venv-certbot"

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent import keys  # noqa: E402
-from agent.demo import write_config  # noqa: E402
+from agent.cli.demo import write_config  # noqa: E402
 from agent.localca import LocalCA  # noqa: E402
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.demo import write_config  # noqa: E402
+from agent.cli.demo import write_config  # noqa: E402
 from agent.localca import LocalCA, free_port  # noqa: E402
 from bench.issuance import ensure_certbot  # noqa: E402
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command: set up (pebble and nginx from Debian, a virtualenv) and run every check:
-# ruff lint, ruff format, and the whole pytest suite (unit and end-to-end against pebble).
+# ruff lint, ruff format, the layer contracts (import-linter), and the whole pytest suite
+# (unit and end-to-end against pebble, nginx and redis).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # pebble: the CA; nginx-light: deploy tests; prometheus: promtool for the alert-rule tests;
@@ -8,4 +9,5 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh pebble nginx-light prometheus systemd redis-server
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/lint-imports --no-cache
 .venv/bin/pytest "$@"

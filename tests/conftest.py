@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
+from agent.cli.main import main
 from agent.localca import LocalCA
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

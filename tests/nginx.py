@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.deploy import served_serial
+from agent.deploy.deployer import served_serial
 from agent.localca import free_port
 from tests.certs import make_chain
 

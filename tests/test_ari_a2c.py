@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from agent.ari import load_state
-from agent.protocol import ari_cert_id
-from agent.store import Store
+from agent.acme.client import ari_cert_id
+from agent.store.ari import load_state
+from agent.store.certs import Store
 from tests.conftest import IN_CI, Setup, cert_table, require_binary, write_config
 
 pytestmark = pytest.mark.integration

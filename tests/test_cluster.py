@@ -21,14 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
-from agent.cluster import ClusterError, Holder, Lease, LeaseLost, RedisCluster
-from agent.cluster_config import ClusterConfig
+from agent.cli.main import main
 from agent.config import load
+from agent.config.cluster import ClusterConfig
 from agent.errors import ConfigError
+from agent.fleet.cluster import ClusterError, Lease, LeaseLost, RedisCluster
+from agent.fleet.sealing import Sealer, SealError
 from agent.localca import LOOPBACK, LocalCA, free_ports
-from agent.sealing import Sealer, SealError
-from agent.store import Store
+from agent.model import Holder
+from agent.store.certs import Store
 from tests.conftest import cert_table, require_binary, start_ca, write_config
 from tests.daemon_proc import DaemonProc
 from tests.faultproxy import Fault, FaultProxy

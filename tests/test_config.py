@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
+from agent.cli.main import main
 from agent.config import load
 from agent.errors import ConfigError
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.cli import main
+from agent.cli.main import main
 
 BASE: dict[str, Any] = {
     "state_dir": "state",

@@ -13,7 +13,7 @@ from acme import client as acme_client
 from acme import messages
 
 from agent.localca import LocalCA, free_port
-from agent.store import Store
+from agent.store.certs import Store
 from tests.conftest import Setup, cert_table, write_config
 
 pytestmark = pytest.mark.integration

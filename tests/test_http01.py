@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.challenge import Challenge
 from agent.errors import IssuanceError
-from agent.http01 import StandaloneSolver, WebrootSolver
+from agent.http01.solvers import StandaloneSolver, WebrootSolver
 from agent.localca import free_port
+from agent.model import Challenge
 
 TOKEN = "tok_-" + "A" * 40
 CHALLENGE = Challenge("example.com", TOKEN, TOKEN + ".thumbprint", None)  # type: ignore[arg-type]

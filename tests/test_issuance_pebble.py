@@ -15,7 +15,7 @@ from cryptography import x509
 
 from agent import keys
 from agent.localca import LocalCA
-from agent.store import Store
+from agent.store.certs import Store
 from tests.conftest import BLOCKED, Setup, cert_table, start_ca, write_config
 
 pytestmark = pytest.mark.integration
@@ -53,7 +53,7 @@ def test_first_issuance_then_nothing_then_force(setup: Setup) -> None:
 
 
 def test_register_prints_account_url(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
-    from agent.cli import main
+    from agent.cli.main import main
 
     assert main(["--config", str(setup.config), "register"]) == 0
     first = capsys.readouterr().out.strip()

@@ -9,16 +9,15 @@ import pytest
 from cryptography import x509
 
 from agent import keys
-from agent.challenge import Challenge
-from agent.config import CertificateConfig
+from agent.acme.client import Authorization, OrderState
+from agent.acme.issuer import Issuer, Poller
 from agent.errors import CAError, IssuanceError
-from agent.http01 import NoSolver
-from agent.issuer import Issuer, Poller
-from agent.protocol import Authorization, OrderState
-from agent.transport import retry_after_seconds
+from agent.http01.solvers import NoSolver
+from agent.model import Challenge, OrderRequest
+from agent.policy.retry_after import retry_after_seconds
 from tests.certs import sign_for
 
-CERT = CertificateConfig("www", ("example.com",), "ec-p256")
+CERT = OrderRequest("www", ("example.com",), "ec-p256")
 
 
 @dataclass

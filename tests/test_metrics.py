@@ -78,7 +78,7 @@ def test_renew_writes_textfile_atomically(setup: Setup) -> None:
 def test_json_logs_carry_fields_and_no_secret(
     setup: Setup, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from agent.cli import main
+    from agent.cli.main import main
 
     assert main(["--log-format", "json", "--config", str(setup.config), "renew"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
@@ -113,7 +113,7 @@ def test_dashboard_uses_only_exported_metrics() -> None:
     dashboard = json.loads((ROOT / "config" / "grafana" / "acme-agent.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     used = set(re.findall(r"acme_agent_[a-z_]+", " ".join(exprs)))
-    from agent.metrics import Metrics
+    from agent.engine.metrics import Metrics
 
     exported = {m.name for m in Metrics().registry.collect()}
     exported |= {f"{n}_total" for n in exported} | {f"{n}_bucket" for n in exported}

@@ -16,10 +16,11 @@ from acme import errors as acme_errors
 from acme import messages
 from cryptography import x509
 
-from agent.cli import main
+from agent.cli.main import main
 from agent.localca import LocalCA
-from agent.status import CRITICAL, OK, WARNING, CertStatus, evaluate
-from agent.store import Store
+from agent.model import CertStatus
+from agent.policy.check import CRITICAL, OK, WARNING, evaluate
+from agent.store.certs import Store
 from tests.conftest import Setup, cert_table, write_config
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.policy import CertFacts, due_reason, renewal_time
+from agent.model import CertFacts
+from agent.policy.renewal import due_reason, renewal_time
 
 T0 = datetime(2027, 3, 1, tzinfo=UTC)
 DOMAINS = ("example.com", "www.example.com")
@@ -49,13 +50,13 @@ def test_clock_before_not_before_is_not_due() -> None:
 # -- ARI, renew_before, jitter, backoff ----------------------------------------------------
 import logging  # noqa: E402
 
-from agent.policy import (  # noqa: E402
-    AriWindow,
-    backoff,
+from agent.model import AriWindow  # noqa: E402
+from agent.policy.backoff import backoff  # noqa: E402
+from agent.policy.durations import parse_duration  # noqa: E402
+from agent.policy.renewal import (  # noqa: E402
     failure_log_level,
     lifetime_renewal_time,
     next_renewal,
-    parse_duration,
     stable_fraction,
 )
 

@@ -9,17 +9,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.quick import CACHE_NAME
+from agent.cli.renew_cache import CACHE_NAME
 from tests.conftest import Setup
 
 ROOT = Path(__file__).parent.parent
-# agent.cli (and with it the whole agent) made unimportable: only the cache can answer.
-NO_FULL_PATH = "import sys; sys.modules['agent.cli'] = None; from agent.quick import main; "
+# agent.cli.main (and with it the whole agent) made unimportable: only the cache can answer.
+NO_FULL_PATH = (
+    "import sys; sys.modules['agent.cli.main'] = None; from agent.cli.quick import main; "
+)
 
 
 def renew(setup: Setup, *args: str, full: bool = True) -> subprocess.CompletedProcess[str]:
     code = (
-        "from agent.quick import main; " if full else NO_FULL_PATH
+        "from agent.cli.quick import main; " if full else NO_FULL_PATH
     ) + f"raise SystemExit(main({['--config', str(setup.config), *args]!r}))"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,

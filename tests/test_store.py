@@ -7,7 +7,8 @@ import pytest
 
 from agent import keys
 from agent.errors import StoreError
-from agent.store import Store, write_file_atomic
+from agent.store.certs import Store
+from agent.store.files import write_file_atomic
 from tests.certs import make_chain
 
 

@@ -1,0 +1,136 @@
+"""Operator commands: status, check, revoke, account, import-certbot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from ..config import Config
+from ..errors import EXIT_OK, UsageError
+from ..model import REVOCATION_REASONS
+
+
+def add_operator_commands(commands: Any) -> None:
+    status = commands.add_parser(
+        "status",
+        help="show every certificate: expiry, next renewal and why, last attempt",
+        description="A table of every configured certificate from the state on disk (no "
+        "request to the CA): domains, key type, issuer, not-after, time left, next renewal and "
+        "why (ARI window, renew_before or lifetime ratio), last attempt and its result.",
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    check = commands.add_parser(
+        "check",
+        help="monitoring plugin: exit 0 OK, 1 WARNING, 2 CRITICAL, one summary line",
+        description="Nagios/Icinga-style check. Defaults are relative to each certificate's "
+        "lifetime: WARNING once past its renewal time or when its last renewal failed (or it is "
+        "issued but not deployed); CRITICAL under 10%% of its lifetime left, expired, or "
+        "missing.",
+    )
+    check.add_argument("--warn", metavar="LEFT", help='WARNING below this time left: "10d" or 0.3')
+    check.add_argument("--crit", metavar="LEFT", help='CRITICAL below this time left: "3d" or 0.1')
+
+    revoke = commands.add_parser(
+        "revoke",
+        help="revoke a certificate at the CA (the next run obtains a new one)",
+        description="Revoke the certificate in service for NAME; the next renew (or the daemon) "
+        "obtains a new one.",
+    )
+    revoke.add_argument("--cert", metavar="NAME", required=True)
+    revoke.add_argument("--reason", choices=sorted(REVOCATION_REASONS), default="unspecified")
+
+    account = commands.add_parser(
+        "account",
+        help="show, roll over (new key) or deactivate the ACME account",
+        description="show: the account as the CA has it. rollover: replace the account key "
+        "(RFC 8555 section 7.3.5). deactivate: end the account at the CA (needs --yes or a "
+        "confirmation); the next run registers a new one.",
+    )
+    account.add_argument("action", choices=["show", "rollover", "deactivate"])
+    account.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    account.add_argument("--json", action="store_true", help="machine-readable `show`")
+
+    importer = commands.add_parser(
+        "import-certbot",
+        help="take over certbot's certificates without reissuing",
+        description="Turn certbot lineages (renewal/*.conf) into certificate definitions in "
+        "certs_dir and install their current files, so a host switches without reissuing. "
+        "Reports what could not be mapped.",
+    )
+    importer.add_argument("directory", nargs="?", default="/etc/letsencrypt")
+
+
+def run_operator_command(config: Config, args: argparse.Namespace) -> int:
+    if args.command == "status":
+        return cmd_status(config, args.json)
+    if args.command == "check":
+        return cmd_check(config, args.warn, args.crit)
+    if args.command == "revoke":
+        from ..engine.accountops import revoke
+
+        serial = revoke(config, args.cert, args.reason)
+        print(f"{args.cert}: serial {serial} revoked; the next run obtains a new certificate")
+        return EXIT_OK
+    if args.command == "account":
+        return cmd_account(config, args.action, args.yes, args.json)
+    if args.command == "import-certbot":
+        from .certbot_import import run_import
+
+        return run_import(config, args.directory)
+    raise UsageError(f"unknown command {args.command}")
+
+
+def cmd_status(config: Config, as_json: bool) -> int:
+    from ..engine.status import gather, table, to_json
+
+    statuses = gather(config)
+    print(to_json(statuses) if as_json else table(statuses))
+    return EXIT_OK
+
+
+def cmd_check(config: Config, warn: str | None, crit: str | None) -> int:
+    from ..engine.status import gather
+    from ..policy.check import evaluate, parse_threshold
+
+    try:
+        warn_t = parse_threshold(warn) if warn else None
+        crit_t = parse_threshold(crit) if crit else None
+    except ValueError:
+        raise UsageError(
+            'check: --warn/--crit take a duration ("10d", "12h") or a fraction of the '
+            "lifetime between 0 and 1"
+        ) from None
+    now = datetime.now(UTC)
+    code, summary = evaluate(gather(config, now), now, warn_t, crit_t)
+    print(summary)
+    return code
+
+
+def cmd_account(config: Config, action: str, yes: bool, as_json: bool) -> int:
+    from ..engine import accountops
+
+    if action == "show":
+        info = accountops.show(config)
+        if as_json:
+            print(json.dumps(info, indent=2))
+        else:
+            for key, value in info.items():
+                print(f"{key + ':':<12}{value}")
+        return EXIT_OK
+    if action == "rollover":
+        print(f"{accountops.rollover(config)}: account key replaced")
+        return EXIT_OK
+    if not yes and not _confirm("Deactivate the ACME account? This cannot be undone."):
+        raise UsageError("account deactivate: not confirmed (pass --yes to skip the question)")
+    print(f"{accountops.deactivate(config)}: deactivated")
+    return EXIT_OK
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")

@@ -1,0 +1,69 @@
+"""The worker's side of the daemon's pipe (see :mod:`agent.daemon.worker` for the
+protocol): read the configuration in force and the names on stdin, renew them, write one
+JSON line per outcome and the request durations on stdout. Run as
+``python -m agent.cli.worker`` by the daemon; not a command for people."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..config import load
+from ..engine.metrics import Metrics
+from ..engine.renewer import Renewer
+from ..errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, AgentError
+from ..model import Outcome
+from .logfmt import setup_logging
+from .quick import exit_now
+
+log = logging.getLogger("acme-agent")
+
+
+def emit(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def work(request: dict[str, Any]) -> int:
+    config = load(Path(request["config"]), files=request["files"])
+    if config.log_format != "text":
+        setup_logging(int(request.get("verbose", 0)), False, config.log_format)
+    metrics = Metrics()  # request durations, handed to the daemon
+
+    def report(outcome: Outcome) -> None:
+        emit({"outcome": outcome.to_json()})
+
+    renewer = Renewer(config, metrics=metrics, on_outcome=report)
+    try:
+        outcomes = renewer.run(renewer.select(request["names"]))
+        for outcome in outcomes:  # deployment may have changed an outcome
+            report(outcome)
+    finally:
+        emit({"durations": metrics.samples})
+    return EXIT_FAILED if any(o.failed for o in outcomes) else EXIT_OK
+
+
+def main() -> int:
+    os.umask(0o077)  # nothing we create is for other users unless we chmod it so
+    try:
+        request = json.loads(sys.stdin.buffer.read())
+    except ValueError as err:
+        setup_logging(0, False)
+        log.error("renewal worker: unreadable request on stdin (%s)", err)
+        return EXIT_USAGE
+    setup_logging(int(request.get("verbose", 0)), False)
+    try:
+        return work(request)
+    except AgentError as err:
+        log.error("%s", err)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    exit_now(main())

@@ -1,0 +1,358 @@
+"""Load and validate the TOML configuration once, into frozen, typed objects.
+
+Every problem becomes a :class:`ConfigError` naming the file, the field and what is
+wrong, e.g. ``agent.toml: certificate[2].domains[0]: "a..b" is not a valid domain name``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import stat
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..defaults import CONFIG_ENV, DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR
+from ..errors import ConfigError
+from ..policy.durations import parse_duration
+from ..policy.renewal import RenewBefore
+from .cluster import parse_cluster
+from .deploy import parse_deploy, parse_hooks
+from .tomltable import Table as _Table
+from .tomltable import relative_to as _relative_to
+from .types import (
+    DEFAULT_ISSUANCE_TIMEOUT,
+    DEFAULT_KEY_TYPE,
+    DEFAULT_MAX_CONCURRENT_ORDERS,
+    DEFAULT_REQUEST_TIMEOUT,
+    KEY_TYPES,
+    AcmeConfig,
+    CertificateConfig,
+    Config,
+    Http01Config,
+    MetricsConfig,
+)
+
+HTTP01_MODES = ("standalone", "webroot", "none")
+LOG_FORMATS = ("text", "json")
+# A certificate name becomes a directory name under live/ and archive/.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def resolve_config_path(cli_value: str | None) -> Path:
+    """``--config`` wins, then ``$ACME_AGENT_CONFIG``, then the default path."""
+    return Path(cli_value or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+class Sources:
+    """Where the configuration's text comes from: the files on disk (checked for trust
+    before they are read), or a snapshot of them (``files``: path -> text) taken by a
+    process that already loaded and checked them, e.g. the daemon for its worker.
+    Every text read is kept, so the configuration in force can be handed on."""
+
+    def __init__(self, files: Mapping[str, str] | None = None) -> None:
+        self.snapshot = dict(files) if files is not None else None
+        self.read: dict[str, str] = {}
+
+    def text(self, path: Path) -> str:
+        if self.snapshot is None:
+            text = _read_file(path)
+        elif str(path) in self.snapshot:
+            text = self.snapshot[str(path)]
+        else:
+            raise ConfigError(f"{path}: not in the configuration handed over")
+        self.read[str(path)] = text
+        return text
+
+    def toml(self, path: Path) -> dict[str, Any]:
+        return _parse_toml(path, self.text(path))
+
+    def listing(self, folder: Path) -> list[Path]:
+        """The ``*.toml`` files of ``folder``, sorted by name (cheap for 10,000)."""
+        if self.snapshot is not None:
+            return sorted(
+                (
+                    Path(p)
+                    for p in self.snapshot
+                    if Path(p).parent == folder and p.endswith(".toml")
+                ),
+                key=lambda p: p.name,
+            )
+        with os.scandir(folder) as entries:
+            names = sorted(e.name for e in entries if e.name.endswith(".toml") and e.is_file())
+        return [folder / name for name in names]
+
+
+def load(path: Path, files: Mapping[str, str] | None = None) -> Config:
+    """The configuration of ``path`` (and its ``certs_dir``), read from disk, or from
+    ``files`` (a snapshot from :attr:`Config.sources`) without touching the disk."""
+    sources = Sources(files)
+    data = sources.toml(path)
+    where = str(path)
+    top = _Table(data, where, "")
+    state_dir = Path(top.text("state_dir", DEFAULT_STATE_DIR) or DEFAULT_STATE_DIR)
+    acme = _parse_acme(top.table("acme"), path.parent)
+    http01 = _parse_http01(top.table("http01"), path.parent)
+    hooks = parse_hooks(top.table("hooks"))
+    metrics = _parse_metrics(top, path.parent)
+    cluster = parse_cluster(top, path.parent)
+    if cluster is not None and http01.mode == "webroot":
+        raise ConfigError(
+            f'{where}: http01.mode: "webroot" cannot answer for the other hosts of a '
+            '[cluster]; use "standalone" (every host\'s responder answers from Redis; nginx '
+            'proxies /.well-known/acme-challenge/ to it) or "none"'
+        )
+    log_format = top.get("log_format", str, "text")
+    if log_format not in LOG_FORMATS:
+        raise top.error("log_format", f'{log_format!r} must be "text" or "json"')
+    entries = top.get("certificate", list, [])
+    certs_dir_text = top.text("certs_dir")
+    top.finish()
+    certificates = tuple(
+        parse_certificate(entry, where, f"certificate[{i}].") for i, entry in enumerate(entries)
+    )
+    certs_dir = _relative_to(Path(certs_dir_text), path.parent) if certs_dir_text else None
+    if certs_dir is not None:
+        certificates += load_certs_dir(certs_dir, http01, where, sources)
+    _check_certificates(certificates, http01)
+    state = _relative_to(state_dir, path.parent)
+    return Config(
+        path, state, acme, http01, certificates, hooks, certs_dir, metrics, log_format, cluster,
+        sources.read,
+    )  # fmt: skip
+
+
+def _read_file(path: Path) -> str:
+    try:
+        info = path.stat()
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such configuration file (pass --config PATH or set {CONFIG_ENV}; "
+            "config/agent.example.toml is a commented starting point)"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    if info.st_mode & stat.S_IWOTH:
+        raise ConfigError(
+            f"{path}: is writable by every user, so anyone could change where keys go; "
+            f"fix with: chmod o-w {path}"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: is not UTF-8 text") from None
+
+
+def _parse_toml(path: Path, text: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from None
+
+
+def _parse_metrics(top: _Table, base: Path) -> MetricsConfig | None:
+    table = top.optional_table("metrics")
+    if table is None:
+        return None
+    host, port = parse_listen(table.text("listen", "127.0.0.1:9402") or "", table)
+    textfile = table.text("textfile")
+    table.finish()
+    return MetricsConfig(host, port, _relative_to(Path(textfile), base) if textfile else None)
+
+
+def _parse_acme(table: _Table, base: Path) -> AcmeConfig:
+    directory = table.require("directory", str)
+    if not directory.startswith("https://"):
+        raise table.error("directory", f"{directory!r} must be an https:// URL")
+    email = table.text("email")
+    if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+        raise table.error("email", f"{email!r} is not an e-mail address")
+    eab_kid = table.text("eab_kid")
+    eab_key = table.text("eab_hmac_key")
+    eab_file = table.text("eab_hmac_key_file")
+    if eab_key is not None and eab_file is not None:
+        raise table.error("eab_hmac_key", "set eab_hmac_key or eab_hmac_key_file, not both")
+    if (eab_key is not None or eab_file is not None) and eab_kid is None:
+        raise table.error("eab_kid", "is required when an EAB HMAC key is configured")
+    bundle = table.text("ca_bundle")
+    request_timeout = table.get("request_timeout", (int, float), DEFAULT_REQUEST_TIMEOUT)
+    if not 1 <= request_timeout <= 600:
+        raise table.error("request_timeout", f"{request_timeout} must be between 1 and 600 seconds")
+    concurrency = table.get("max_concurrent_orders", int, DEFAULT_MAX_CONCURRENT_ORDERS)
+    if not 1 <= concurrency <= 64:
+        raise table.error("max_concurrent_orders", f"{concurrency} must be between 1 and 64")
+    staging = table.text("staging_directory")
+    if staging is not None and not staging.startswith("https://"):
+        raise table.error("staging_directory", f"{staging!r} must be an https:// URL")
+    timeout = table.get("issuance_timeout", (int, float), DEFAULT_ISSUANCE_TIMEOUT)
+    if not 1 <= timeout <= 86400:
+        raise table.error("issuance_timeout", f"{timeout} must be between 1 and 86400 seconds")
+    table.finish()
+    return AcmeConfig(
+        directory=directory,
+        email=email,
+        eab_kid=eab_kid,
+        eab_hmac_key=eab_key,
+        eab_hmac_key_file=_relative_to(Path(eab_file), base) if eab_file else None,
+        ca_bundle=_relative_to(Path(bundle), base) if bundle else None,
+        issuance_timeout=float(timeout),
+        request_timeout=float(request_timeout),
+        staging_directory=staging,
+        max_concurrent_orders=concurrency,
+    )
+
+
+def _parse_http01(table: _Table, base: Path) -> Http01Config:
+    mode = table.get("mode", str, "standalone")
+    if mode not in HTTP01_MODES:
+        raise table.error("mode", f"{mode!r} is not one of {', '.join(HTTP01_MODES)}")
+    listen = table.text("listen", "0.0.0.0:80") or "0.0.0.0:80"
+    host, port = parse_listen(listen, table)
+    webroot = table.text("webroot")
+    if mode == "webroot" and webroot is None:
+        raise table.error("webroot", 'is required with mode = "webroot"')
+    table.finish()
+    return Http01Config(mode, host, port, _relative_to(Path(webroot), base) if webroot else None)
+
+
+def is_ip_address(text: str) -> bool:
+    """An IPv4 or IPv6 address (socket.inet_pton: no ipaddress import at start-up)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, text)
+            return True
+        except OSError:
+            pass
+    return False
+
+
+def parse_listen(listen: str, table: _Table) -> tuple[str, int]:
+    host, sep, port_text = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        port = int(port_text)
+        if not is_ip_address(host):
+            raise ValueError(host)
+    except ValueError:
+        raise table.error(
+            "listen", f"{listen!r} must be ADDRESS:PORT, e.g. 0.0.0.0:80 or [::]:80"
+        ) from None
+    if not sep or not 1 <= port <= 65535:
+        raise table.error("listen", f"{listen!r}: port must be 1-65535")
+    return host, port
+
+
+def parse_certificate(
+    entry: Any, where: str, prefix: str, default_name: str | None = None
+) -> CertificateConfig:
+    """One ``[[certificate]]`` table (also the whole of a file in ``certs_dir``)."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.')}: expected a table")
+    table = _Table(entry, where, prefix)
+    name = table.get("name", str, default_name)
+    if name is None:
+        raise table.error("name", "is required")
+    if not _NAME_RE.match(name):
+        raise table.error(
+            "name", f"{name!r} must be 1-64 letters, digits, '.', '_' or '-' (it names a directory)"
+        )
+    raw_domains = table.require("domains", list)
+    if not raw_domains:
+        raise table.error("domains", "must list at least one domain")
+    domains: list[str] = []
+    for i, value in enumerate(raw_domains):
+        domain = check_domain(value, table, f"domains[{i}]")
+        if domain in domains:
+            raise table.error(f"domains[{i}]", f"{domain!r} is listed twice")
+        domains.append(domain)
+    key_type = table.get("key_type", str, DEFAULT_KEY_TYPE)
+    if key_type not in KEY_TYPES:
+        raise table.error("key_type", f"{key_type!r} is not one of {', '.join(KEY_TYPES)}")
+    renew_before = _renew_before(table)
+    profile = table.text("profile")
+    deploy = parse_deploy(table.table("deploy"))
+    table.finish()
+    source = f"{where}: {prefix.rstrip('.')}" if prefix else where
+    return CertificateConfig(name, tuple(domains), key_type, source, deploy, renew_before, profile)
+
+
+def _renew_before(table: _Table) -> RenewBefore | None:
+    value = table.get("renew_before", (str, float, int))
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError:
+            raise table.error(
+                "renew_before", f'{value!r} must be a duration ("10d", "12h", "30m") or a fraction'
+            ) from None
+    if not 0 < value < 1:
+        raise table.error(
+            "renew_before",
+            f"{value} must be a fraction of the lifetime between 0 and 1, or a "
+            'duration such as "10d"',
+        )
+    return float(value)
+
+
+def load_certs_dir(
+    folder: Path, http01: Http01Config, where: str, sources: Sources | None = None
+) -> tuple[CertificateConfig, ...]:
+    """One certificate per ``*.toml`` file in ``folder``; ``name`` defaults to the file stem."""
+    sources = sources or Sources()
+    try:
+        files = sources.listing(folder)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{where}: certs_dir: {folder} does not exist; create it or remove certs_dir"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"{where}: certs_dir: cannot read {folder}: {err.strerror}") from None
+    certs = []
+    for path in files:
+        cert = parse_certificate(sources.toml(path), str(path), "", default_name=path.stem)
+        check_wildcards(cert, http01)
+        certs.append(cert)
+    return tuple(certs)
+
+
+def check_domain(value: Any, table: _Table, key: str) -> str:
+    if not isinstance(value, str):
+        raise table.error(key, f"expected a string, got {type(value).__name__}")
+    domain = value.strip().lower().rstrip(".")
+    if is_ip_address(domain):
+        raise table.error(key, f"{value!r}: IP address identifiers are not supported")
+    if not domain.isascii():
+        raise table.error(key, f"{value!r}: write internationalised names in xn-- (A-label) form")
+    labels = domain.split(".")
+    bare = labels[1:] if labels[0] == "*" else labels
+    if len(domain) > 253 or len(bare) < 2 or not all(_LABEL_RE.match(lab) for lab in bare):
+        raise table.error(key, f"{value!r} is not a valid domain name")
+    return domain
+
+
+def _check_certificates(certs: tuple[CertificateConfig, ...], http01: Http01Config) -> None:
+    first: dict[str, CertificateConfig] = {}
+    for cert in certs:
+        if cert.name in first:
+            raise ConfigError(
+                f"{cert.field('name')}: {cert.name!r} is used twice "
+                f"(also in {first[cert.name].source})"
+            )
+        first[cert.name] = cert
+        check_wildcards(cert, http01)
+
+
+def check_wildcards(cert: CertificateConfig, http01: Http01Config) -> None:
+    for domain in cert.domains:
+        if domain.startswith("*.") and http01.mode != "none":
+            raise ConfigError(
+                f"{cert.field('domains')}: {domain!r}: a wildcard cannot be validated over "
+                'HTTP-01; use a CA that pre-approves the domain with [http01] mode = "none"'
+            )

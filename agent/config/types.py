@@ -1,0 +1,94 @@
+"""The configuration as frozen, typed objects (built by :mod:`.loader`, read by every layer
+above this one). Defaults are named constants with the reason for their value."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..policy.renewal import RenewBefore
+from .cluster import ClusterConfig
+from .deploy import DeployConfig, HooksConfig
+
+# AWS Certificate Manager documents up to 2 minutes per issuance; 5 minutes leaves room.
+DEFAULT_ISSUANCE_TIMEOUT = 300.0
+# Orders worked on at once: fast through a mass renewal, yet gentle on a CA (each waits
+# for the CA most of the time; Retry-After from any of them pauses all).
+DEFAULT_MAX_CONCURRENT_ORDERS = 8
+# One HTTP request to the CA (connect + answer); a stalled CA costs at most this per try.
+DEFAULT_REQUEST_TIMEOUT = 30.0
+KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
+DEFAULT_KEY_TYPE = "ec-p256"
+
+
+@dataclass(frozen=True)
+class AcmeConfig:
+    directory: str
+    email: str | None = None
+    eab_kid: str | None = None
+    # The HMAC key itself never appears in repr() or logs.
+    eab_hmac_key: str | None = field(default=None, repr=False)
+    eab_hmac_key_file: Path | None = None
+    ca_bundle: Path | None = None
+    issuance_timeout: float = DEFAULT_ISSUANCE_TIMEOUT
+    request_timeout: float = 30.0
+    staging_directory: str | None = None  # where `renew --dry-run` goes, if set
+    max_concurrent_orders: int = 8
+
+
+@dataclass(frozen=True)
+class Http01Config:
+    mode: str = "standalone"
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 80
+    webroot: Path | None = None
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: the daemon serves /metrics on listen; `renew` writes textfile."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9402
+    textfile: Path | None = None
+
+
+@dataclass(frozen=True)
+class CertificateConfig:
+    name: str
+    domains: tuple[str, ...]
+    key_type: str = DEFAULT_KEY_TYPE
+    source: str = ""  # "file: field" prefix for messages about this certificate
+    deploy: DeployConfig | None = None
+    renew_before: RenewBefore | None = None
+    profile: str | None = None
+
+    def field(self, key: str) -> str:
+        """``file: certificate[i].key`` (main file) or ``file: key`` (a certs_dir file)."""
+        return f"{self.source}.{key}" if "certificate[" in self.source else f"{self.source}: {key}"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    state_dir: Path
+    acme: AcmeConfig
+    http01: Http01Config
+    certificates: tuple[CertificateConfig, ...]
+    hooks: HooksConfig = field(default_factory=HooksConfig)
+    certs_dir: Path | None = None
+    metrics: MetricsConfig | None = None
+    log_format: str = "text"
+    cluster: ClusterConfig | None = None
+    # The text of every file read (path -> TOML), so the configuration in force can be
+    # handed to the daemon's worker without reading the disk again (never logged).
+    sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, CertificateConfig]:
+        return {c.name: c for c in self.certificates}
+
+    def certificate(self, name: str) -> CertificateConfig | None:
+        return self._by_name.get(name)

@@ -1,0 +1,111 @@
+"""The daemon's side of its worker: each batch of renewals runs in a child process
+(``python -m agent.cli.worker``), so the resident daemon never loads the protocol stack
+and an issuance that crashes cannot take the daemon down.
+
+The protocol, over the child's pipes:
+
+- stdin, one JSON document: ``{"config": PATH, "files": {PATH: TOML, ...}, "names": [...],
+  "verbose": N}``: the configuration in force (as the daemon loaded it; the worker never
+  reads the configuration from disk) and the certificates to renew;
+- stdout, one JSON object per line: ``{"outcome": {...}}`` for each certificate as it
+  completes (a later line for the same name replaces an earlier one: deployment may
+  change it), then ``{"durations": [[step, seconds], ...]}`` for the request metrics.
+
+Logs go to stderr (the journal). A certificate without an outcome line (the worker died)
+is a failure like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from ..config.types import Config
+from ..model import Outcome
+
+log = logging.getLogger(__name__)
+
+WORKER_MODULE = "agent.cli.worker"
+
+
+@dataclass
+class WorkerResult:
+    exit_code: int
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    durations: list[tuple[str, float]] = field(default_factory=list)
+
+
+def request(config: Config, names: Sequence[str], verbose: int) -> bytes:
+    """What the worker reads on stdin."""
+    data = {"config": str(config.path), "files": dict(config.sources), "names": list(names),
+            "verbose": verbose}  # fmt: skip
+    return json.dumps(data).encode()
+
+
+def read_results(stream: IO[bytes], result: WorkerResult) -> None:
+    """Fill ``result`` from the worker's stdout; a line that is not ours is logged, once."""
+    for raw in stream:
+        try:
+            message: dict[str, Any] = json.loads(raw)
+            if "outcome" in message:
+                outcome = Outcome.from_json(message["outcome"])
+                result.outcomes[outcome.name] = outcome
+            elif "durations" in message:
+                result.durations += [(str(s), float(t)) for s, t in message["durations"]]
+        except (ValueError, TypeError, KeyError) as err:
+            log.warning("renewal worker: unreadable line ignored (%s)", err)
+
+
+class Worker:
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    def run(self, config: Config, names: list[str]) -> WorkerResult:
+        """Renew ``names`` (those due; the worker decides again) with ``config``."""
+        env = dict(os.environ)
+        env.pop("NOTIFY_SOCKET", None)  # only the daemon speaks to systemd
+        verbose = 1 if logging.getLogger().getEffectiveLevel() <= logging.DEBUG else 0
+        log.debug("renewing %s in a worker process", ", ".join(names))
+        with self._lock:
+            if self._stopping:
+                return WorkerResult(0)
+            proc = self._proc = subprocess.Popen(
+                [sys.executable, "-m", WORKER_MODULE],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+            )  # fmt: skip
+        assert proc.stdin is not None and proc.stdout is not None
+        result = WorkerResult(0)
+        try:
+            with proc.stdin:
+                proc.stdin.write(request(config, names, verbose))
+        except BrokenPipeError:
+            pass  # it died before reading: no outcome, reported as a failure below
+        with proc.stdout:
+            read_results(proc.stdout, result)
+        result.exit_code = proc.wait()
+        with self._lock:
+            self._proc = None
+        return result
+
+    def stop(self, grace: float) -> None:
+        with self._lock:
+            self._stopping = True
+            proc = self._proc
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,90 @@
+"""`account show|rollover|deactivate` and `revoke`: operations on the stored account
+(the fleet's shared one in fleet mode)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+
+from .. import keys
+from ..acme.client import account_key_pem_new
+from ..config.types import Config
+from ..errors import ConfigError, StoreError
+from ..fleet.cluster import open_cluster
+from ..model import REVOCATION_REASONS
+from ..store.attempts import record_revocation
+from ..store.certs import Store
+from ..store.files import write_file_atomic
+from .accounts import open_client, set_aside
+
+log = logging.getLogger(__name__)
+
+
+def show(config: Config) -> dict[str, object]:
+    store = Store(config.state_dir)
+    client = open_client(config.acme, store, open_cluster(config.cluster))
+    details = client.account_details()
+    return {
+        "url": client.account_uri,
+        "directory": config.acme.directory,
+        "status": details.get("status"),
+        "contact": details.get("contact", []),
+        "key": f"EC {client.key.key.curve.name}" if hasattr(client.key.key, "curve") else "RSA",
+        "thumbprint": client.key.thumbprint().hex(),
+        "folder": str(store.account_dir(config.acme.directory)),
+    }
+
+
+def rollover(config: Config) -> str:
+    """Replace the account key. The new key is saved beside the old one first, so a crash
+    at any point leaves a key the CA accepts on disk (the next key, or the old one)."""
+    store = Store(config.state_dir)
+    cluster = open_cluster(config.cluster)
+    client = open_client(config.acme, store, cluster)
+    folder = store.account_dir(config.acme.directory)
+    pending = folder / "private_key.pem.next"
+    new = account_key_pem_new()
+    write_file_atomic(pending, keys.key_to_pem(new.key), 0o600)
+    client.change_key(new)
+    try:
+        os.replace(pending, folder / "private_key.pem")
+    except OSError as err:
+        raise StoreError(
+            f"{folder}: the CA now knows the new key, but it could not be put in place "
+            f"({err.strerror}); move private_key.pem.next over private_key.pem by hand"
+        ) from None
+    if cluster is not None:  # the other hosts take the new key from Redis
+        cluster.store_account(config.acme.directory, keys.key_to_pem(new.key),
+                              str(client.account_uri))  # fmt: skip
+    return str(client.account_uri)
+
+
+def deactivate(config: Config) -> str:
+    """Deactivate the account at the CA and set its folder aside (the next run registers a
+    new account, which needs fresh EAB credentials where the CA asks for them)."""
+    store = Store(config.state_dir)
+    cluster = open_cluster(config.cluster)
+    client = open_client(config.acme, store, cluster)
+    uri = str(client.account_uri)
+    client.deactivate()
+    set_aside(store, config.acme.directory)
+    if cluster is not None:  # the other hosts set their copies aside and register anew
+        cluster.forget_account(config.acme.directory, uri)
+    return uri
+
+
+def revoke(config: Config, name: str, reason: str) -> str:
+    store = Store(config.state_dir)
+    if config.certificate(name) is None:
+        raise ConfigError(f"{config.path}: no certificate named {name!r}")
+    current = store.current(name)
+    if current is None:
+        raise ConfigError(f"{name}: there is no certificate to revoke in {store.live_dir(name)}")
+    client = open_client(config.acme, store, open_cluster(config.cluster))
+    client.revoke(current.cert, REVOCATION_REASONS[reason], name)
+    serial = f"{current.cert.serial_number:x}"
+    record_revocation(store, name, serial, datetime.now(UTC))
+    log.info("%s: serial %s revoked (%s); the next run obtains a new certificate",
+             name, serial, reason)  # fmt: skip
+    return serial

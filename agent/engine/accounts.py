@@ -1,0 +1,166 @@
+"""Find or create the ACME account for the configured CA, and keep it.
+
+EAB credentials are used exactly once, to create the account: managed CAs (AWS
+Certificate Manager's ACME endpoint among them) expire them soon after first use. Later
+runs use the stored account URL and key and never call newAccount with EAB again. In a
+fleet the account is shared through Redis and registered once for all hosts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import josepy as jose
+
+from .. import keys
+from ..acme.client import AcmeClient, account_key_pem_new, load_account_key
+from ..config.secretfile import read_secret_file
+from ..config.types import AcmeConfig
+from ..errors import AccountError, CAError, ConfigError
+from ..store.certs import Store
+
+if TYPE_CHECKING:
+    from ..fleet.cluster import RedisCluster
+
+log = logging.getLogger(__name__)
+
+
+def open_client(acme: AcmeConfig, store: Store, cluster: RedisCluster | None = None) -> AcmeClient:
+    """A client bound to the stored account, creating the account when there is none.
+    In a cluster the account is shared: taken from Redis, or registered once (under a
+    lease, so that the hosts never spend the EAB credentials twice) and published."""
+    if cluster is not None:
+        return _open_shared(acme, store, cluster)
+    return _open_local(acme, store)
+
+
+def _open_shared(acme: AcmeConfig, store: Store, cluster: RedisCluster) -> AcmeClient:
+    from ..fleet.cluster import ClusterError, Lease
+
+    directory = acme.directory
+    _drop_deactivated(store, cluster, directory)
+    if _take_shared(store, cluster, directory):
+        return _open_local(acme, store)
+    lock = "_account-" + cluster.account_key(directory).rsplit(":", 1)[-1]
+    with cluster.holding(lock, wait=cluster.settings.lease_seconds + acme.issuance_timeout) as held:
+        if not isinstance(held, Lease):
+            raise ClusterError(
+                f"{held.node} is still registering the shared ACME account; will retry"
+            )
+        if _take_shared(store, cluster, directory):  # registered while we waited
+            return _open_local(acme, store)
+        client = _open_local(acme, store)  # our stored account, or a new one (EAB, once)
+        stored = store.load_account(directory)
+        assert stored is not None
+        cluster.store_account(directory, stored.key_pem, stored.uri)
+        log.info("ACME account %s shared with the cluster", stored.uri)
+        return client
+
+
+def _drop_deactivated(store: Store, cluster: RedisCluster, directory: str) -> None:
+    """Another host deactivated the shared account: set our copy of it aside too."""
+    gone = cluster.deactivated_account(directory)
+    local = store.load_account(directory) if gone else None
+    if local is not None and local.uri == gone:
+        set_aside(store, directory)
+        log.warning("the cluster's ACME account %s was deactivated; registering anew", gone)
+
+
+def set_aside(store: Store, directory: str) -> None:
+    """Move the account folder out of the way (kept, renamed with a time stamp)."""
+    import os
+    from datetime import UTC, datetime
+
+    folder = store.account_dir(directory)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    os.replace(folder, folder.with_name(f"{folder.name}.deactivated-{stamp}"))
+
+
+def _take_shared(store: Store, cluster: RedisCluster, directory: str) -> bool:
+    """Make the cluster's account this host's; False when the cluster has none yet."""
+    shared = cluster.load_account(directory)
+    if shared is None:
+        return False
+    key_pem, uri = shared
+    local = store.load_account(directory)
+    if local is None or local.uri != uri or local.key_pem != key_pem:
+        store.save_account_key(directory, key_pem)
+        store.save_account(directory, uri)
+        log.info("using the cluster's ACME account %s", uri)
+    return True
+
+
+def _open_local(acme: AcmeConfig, store: Store) -> AcmeClient:
+    """A client bound to the stored account, creating the account when there is none."""
+    bundle = str(acme.ca_bundle) if acme.ca_bundle else None
+    timeout = acme.request_timeout
+    stored = store.load_account(acme.directory)
+    if stored is not None:
+        key = _load_key(stored.key_pem, store, acme.directory)
+        return AcmeClient(
+            acme.directory, key, ca_bundle=bundle, account_uri=stored.uri, timeout=timeout
+        )
+    key_pem = store.load_account_key(acme.directory)
+    if key_pem is None:
+        # Save the key before newAccount, so a crash right after cannot orphan an account.
+        jwk = account_key_pem_new()
+        key_pem = keys.key_to_pem(jwk.key)
+        store.save_account_key(acme.directory, key_pem)
+        client = AcmeClient(acme.directory, jwk, ca_bundle=bundle, timeout=timeout)
+    else:
+        client = AcmeClient(
+            acme.directory,
+            _load_key(key_pem, store, acme.directory),
+            ca_bundle=bundle,
+            timeout=timeout,
+        )
+        uri = _find_existing(client)
+        if uri is not None:
+            store.save_account(acme.directory, uri)
+            return client
+    uri = client.register(acme.email, _eab_credentials(acme, client))
+    store.save_account(acme.directory, uri)
+    log.info("registered ACME account %s", uri)
+    return client
+
+
+def _find_existing(client: AcmeClient) -> str | None:
+    """An account the CA already has for this key (a crash after newAccount), or None."""
+    try:
+        return client.find_account()
+    except CAError as err:
+        if err.problem_type == "accountDoesNotExist":
+            return None
+        raise
+
+
+def _load_key(pem: bytes, store: Store, directory: str) -> jose.JWK:
+    try:
+        return load_account_key(pem)
+    except (ValueError, TypeError):
+        folder = store.account_dir(directory)
+        raise AccountError(
+            f"{folder}/private_key.pem: not a readable private key; move the folder away and "
+            "register again"
+        ) from None
+
+
+def _eab_credentials(acme: AcmeConfig, client: AcmeClient) -> tuple[str, str] | None:
+    """The EAB pair for a new account, or None when the CA does not want one."""
+    if acme.eab_kid is None:
+        if client.requires_eab():
+            raise ConfigError(
+                f"{acme.directory} requires External Account Binding: set [acme] eab_kid and "
+                "eab_hmac_key_file to the credentials your CA issued"
+            )
+        return None
+    if acme.eab_hmac_key is not None:
+        return acme.eab_kid, acme.eab_hmac_key.strip()
+    if acme.eab_hmac_key_file is None:
+        raise ConfigError(
+            "[acme] eab_hmac_key_file: needed to create the ACME account (eab_kid is set)"
+        )
+    field = "[acme] eab_hmac_key_file"
+    needed = "it is needed to create the ACME account"
+    return acme.eab_kid, read_secret_file(acme.eab_hmac_key_file, field, needed)

@@ -1,0 +1,127 @@
+"""Prometheus metrics (prometheus_client): served by the daemon, or written by `renew` as a
+node_exporter textfile. Names and labels are documented in the README and used by
+config/prometheus/alerts.yml and config/grafana/acme-agent.json."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ..errors import ConfigError
+from ..model import Status
+
+if TYPE_CHECKING:
+    from ..model import CertRecord, CertStatus, Outcome
+
+# ACME requests take milliseconds against a local CA, seconds against a busy one.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.samples: list[tuple[str, float]] = []
+        r = self.registry
+        self.expiry = Gauge(
+            "acme_agent_certificate_expiry_timestamp_seconds",
+            "notAfter of the certificate in service (Unix time)", ["name"], registry=r,
+        )  # fmt: skip
+        self.next_renewal = Gauge(
+            "acme_agent_certificate_next_renewal_timestamp_seconds",
+            "When the agent will renew the certificate (Unix time)", ["name"], registry=r,
+        )  # fmt: skip
+        self.lifetime = Gauge(
+            "acme_agent_certificate_lifetime_seconds",
+            "notAfter - notBefore of the certificate in service", ["name"], registry=r,
+        )  # fmt: skip
+        self.last_success = Gauge(
+            "acme_agent_certificate_last_renewal_success",
+            "1 if the last renewal attempt succeeded, 0 if it failed", ["name"], registry=r,
+        )  # fmt: skip
+        self.attempts = Counter(
+            "acme_agent_renewal_attempts_total", "Renewal attempts", ["name"], registry=r
+        )
+        self.failures = Counter(
+            "acme_agent_renewal_failures_total", "Failed renewal attempts by reason",
+            ["name", "reason"], registry=r,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            "acme_agent_acme_request_duration_seconds",
+            "Duration of ACME protocol steps (including retries)", ["step"],
+            buckets=DURATION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.cluster_connected = Gauge(
+            "acme_agent_cluster_connected",
+            "Fleet mode: 1 while Redis is reachable, 0 while not (what is in service is kept)",
+            registry=r,
+        )  # fmt: skip
+        self.last_run = Gauge(
+            "acme_agent_last_run_timestamp_seconds",
+            "When the agent last checked its certificates (Unix time)", registry=r,
+        )  # fmt: skip
+
+    def observe_request(self, step: str, seconds: float) -> None:
+        self.request_duration.labels(step).observe(seconds)
+        self.samples.append((step, seconds))
+
+    def observe_samples(self, samples: Iterable[tuple[str, float]]) -> None:
+        """Request durations measured by the daemon's worker (sent back over its pipe)."""
+        for step, seconds in samples:
+            self.request_duration.labels(str(step)).observe(float(seconds))
+
+    def observe_outcome(self, outcome: Outcome) -> None:
+        if outcome.status in (Status.UNCHANGED, Status.WAITING):  # nothing was attempted
+            return
+        self.attempts.labels(outcome.name).inc()
+        self.last_success.labels(outcome.name).set(0 if outcome.failed else 1)
+        if outcome.failed:
+            self.failures.labels(outcome.name, outcome.error_type or "unknown").inc()
+
+    def refresh(self, statuses: Iterable[CertStatus]) -> None:
+        """Gauges from the state on disk (after a `renew` run, for the textfile)."""
+        for s in statuses:
+            if s.not_after is not None and s.lifetime_seconds is not None:
+                self.expiry.labels(s.name).set(datetime.fromisoformat(s.not_after).timestamp())
+                self.lifetime.labels(s.name).set(s.lifetime_seconds)
+            if s.next_renewal is not None:
+                when = datetime.fromisoformat(s.next_renewal).timestamp()
+                self.next_renewal.labels(s.name).set(when)
+            if s.last_result is not None and s.last_result != "revoked":
+                self.last_success.labels(s.name).set(0 if s.last_error else 1)
+        self.last_run.set(time.time())
+
+    def refresh_one(
+        self, name: str, record: CertRecord | None, next_run: datetime | None, ok: bool | None
+    ) -> None:
+        """One certificate's gauges from its record and the daemon's schedule (``ok``: the
+        last attempt succeeded; None: nothing attempted yet)."""
+        if record is not None:
+            self.expiry.labels(name).set(record.not_after.timestamp())
+            self.lifetime.labels(name).set((record.not_after - record.not_before).total_seconds())
+        if next_run is not None:
+            self.next_renewal.labels(name).set(next_run.timestamp())
+        if ok is not None:
+            self.last_success.labels(name).set(1 if ok else 0)
+
+    def write_textfile(self, path: Path) -> None:
+        """node_exporter's textfile collector reads *.prom; written atomically."""
+        from prometheus_client import write_to_textfile
+
+        write_to_textfile(str(path), self.registry)
+
+    def serve(self, host: str, port: int) -> None:
+        """Serve /metrics; the daemon is alive while this answers, so last_run is now."""
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(port, addr=host, registry=self.registry)
+        except OSError as err:
+            raise ConfigError(
+                f"[metrics] listen: cannot listen on {host}:{port} ({err.strerror})"
+            ) from None
+        self.last_run.set_function(time.time)

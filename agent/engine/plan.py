@@ -1,0 +1,110 @@
+"""Is a certificate due now, and if not, when? One :class:`Planner` answers for every front
+end: the daemon (to schedule), `status`/`check` (to show), and the renewer (before and,
+under the certificate's lock, again). It reads the store and the CA's renewal information
+already known; fetching that information from the CA is the caller's business (the
+renewer passes ``refresh``), so planning never loads the protocol stack by itself.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from datetime import datetime
+
+from ..config.types import CertificateConfig
+from ..model import AriState, CertRecord, Outcome, Plan, Status, facts
+from ..policy import renewal
+from ..store import ari
+from ..store.attempts import revoked_serial
+from ..store.certs import Store
+
+# Jitter differs between hosts (and certificates) but is stable across runs.
+HOST = socket.gethostname()
+
+# (certificate, record in service, now) -> fresh renewal information, or None (unknown).
+AriRefresh = Callable[[CertificateConfig, CertRecord, datetime], AriState | None]
+
+
+class Planner:
+    def __init__(
+        self,
+        store: Store,
+        directory: str,
+        clock: Callable[[], datetime],
+        refresh: AriRefresh | None = None,
+    ) -> None:
+        self.store = store
+        self.directory = directory  # the CA's: whether it is known to offer no ARI
+        self.clock = clock
+        self.refresh = refresh
+
+    def plan(
+        self,
+        cert: CertificateConfig,
+        current: CertRecord | None,
+        *,
+        force: bool = False,
+        offline: bool = False,
+    ) -> Plan:
+        """Is ``cert`` due now (and why), and if not, when? Uses ARI when the CA offers it
+        (``offline``, or no ``refresh``: only what is stored, no request to the CA)."""
+        now = self.clock()
+        ari_state = None
+        if current is not None and not force:
+            ari_state = self._ari_state(cert, current, now, offline or self.refresh is None)
+        window = ari_state.window() if ari_state else None
+        serial = current.serial if current else ""
+        rand = renewal.stable_fraction(HOST, cert.name, serial)
+        if current is not None and revoked_serial(self.store, cert.name) == serial:
+            return Plan("the certificate in service was revoked", None, "revoked", ari_state)
+        current_facts = facts(current)
+        reason = renewal.due_reason(
+            cert.domains, cert.key_type, current_facts, now, force=force,
+            renew_before=cert.renew_before, ari=window, rand=rand,
+        )  # fmt: skip
+        if reason is not None or current_facts is None:
+            return Plan(reason, None, reason or "", ari_state)
+        when, why = renewal.next_renewal(
+            current_facts, renew_before=cert.renew_before, ari=window, rand=rand
+        )
+        return Plan(None, when, why, ari_state)
+
+    def _ari_state(
+        self, cert: CertificateConfig, current: CertRecord, now: datetime, offline: bool
+    ) -> AriState | None:
+        state = ari.load_state(self.store, cert.name)
+        if offline:
+            return state if state is not None and state.serial == current.serial else None
+        if not renewal.needs_ari_refresh(state, current.serial, now):
+            return state
+        no_ari_until = ari.ca_without_ari(self.store, self.directory, now)
+        if no_ari_until is not None:  # known: this CA has no renewalInfo; no request
+            return AriState(current.serial, False, no_ari_until)
+        stale = state if state is not None and state.serial == current.serial else None
+        assert self.refresh is not None
+        return self.refresh(cert, current, now) or stale
+
+    def needs_ari_request(self, name: str, current: CertRecord) -> bool:
+        """Would planning ``name`` online ask the CA for renewal information?"""
+        now = self.clock()
+        return renewal.needs_ari_refresh(
+            ari.load_state(self.store, name), current.serial, now
+        ) and (ari.ca_without_ari(self.store, self.directory, now) is None)
+
+    def unchanged(
+        self, cert: CertificateConfig, current: CertRecord | None, plan: Plan
+    ) -> Outcome | None:
+        """The outcome when ``plan`` says ``cert`` is not due (None when it is)."""
+        if plan.reason is not None or current is None or plan.next_time is None:
+            return None
+        detail = f"not due; next renewal {plan.next_time:%Y-%m-%d %H:%M} UTC ({plan.why})"
+        live = self.store.live_dir(cert.name)
+        recheck = min(plan.next_time, plan.ari.next_check) if plan.ari is not None else None
+        return Outcome(
+            cert.name, Status.UNCHANGED, detail, live, current.not_after, plan.next_time,
+            recheck=recheck,
+        )  # fmt: skip
+
+    def unchanged_now(self, cert: CertificateConfig, current: CertRecord | None) -> Outcome | None:
+        """The "unchanged" outcome when ``cert`` (``current`` in service) is not due now."""
+        return self.unchanged(cert, current, self.plan(cert, current))

@@ -1,0 +1,309 @@
+"""Plan, then claim, then issue, install and deploy, for each certificate: the one engine
+behind `renew`, the daemon's worker and the demo.
+
+Per certificate (certmagic's ``obtainCert``): decide without a lock whether it is due
+(most are not); if it is, take the right to renew it (a ``flock``, or the fleet's lease:
+:mod:`.backend`), plan again under it (another process may have renewed meanwhile), order,
+install, then deploy. One certificate's failure never stops the others; each outcome is
+reported separately.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from ..config.types import CertificateConfig, Config
+from ..errors import AccountError, AgentError, CAError, ConfigError
+from ..model import (
+    AriState,
+    CertRecord,
+    OrderRequest,
+    Outcome,
+    Plan,
+    RunContext,
+    Solver,
+    Status,
+)
+from ..store import ari
+from ..store.attempts import record_attempt
+from ..store.certs import Store
+from .backend import CertBackend, Claim, LocalBackend, open_backend
+from .hooks import run_post_hook, run_pre_hook
+from .plan import Planner
+
+if TYPE_CHECKING:
+    from ..acme.client import AcmeClient
+    from ..acme.issuer import Issued
+    from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Renewer:
+    """Runs the certificates of one configuration; the ACME client is opened lazily, once,
+    and shared by threads (several certificates are ordered at once)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        solver_factory: Callable[[], Solver] | None = None,
+        dry_run: bool = False,
+        metrics: Metrics | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.dry_run = dry_run
+        self.metrics = metrics
+        self.on_outcome = on_outcome
+        self.store = Store(config.state_dir)
+        self.clock = clock
+        self.backend: CertBackend = open_backend(config, self.store)
+        # A dry run shares nothing with the fleet: no lease, no version taken or published.
+        self.claims: CertBackend = LocalBackend(self.store) if dry_run else self.backend
+        self.planner = Planner(self.store, config.acme.directory, clock, self._refresh_ari)
+        self._solver_factory = solver_factory
+        self._client: AcmeClient | None = None
+        self._client_lock = threading.Lock()
+        self._ari_unreachable = False
+
+    @property
+    def solver_factory(self) -> Callable[[], Solver]:
+        if self._solver_factory is None:  # built lazily: http01 is imported only when needed
+            from .solvers import solver_factory_for
+
+            self._solver_factory = solver_factory_for(self.config, self.backend)
+        return self._solver_factory
+
+    def client(self, run: RunContext | None = None) -> AcmeClient:
+        """The account-bound client; protocol modules are imported only when needed.
+        Within one run a failed registration is not retried for every certificate."""
+        if run is not None and run.client_error is not None:
+            raise run.client_error
+        with self._client_lock:
+            if self._client is None:
+                from .accounts import open_client
+
+                acme = self.config.acme
+                if self.dry_run and acme.staging_directory:
+                    acme = dataclasses.replace(acme, directory=acme.staging_directory)
+                try:
+                    self._client = open_client(acme, self.store, self.backend.cluster)
+                    if self.metrics is not None:
+                        self._client.observer = self.metrics.observe_request
+                except AgentError as err:
+                    if run is not None:
+                        run.client_error = err
+                    raise
+            return self._client
+
+    def select(self, names: Iterable[str]) -> list[CertificateConfig]:
+        wanted = list(dict.fromkeys(names))
+        unknown = [n for n in wanted if self.config.certificate(n) is None]
+        if unknown:
+            names_ = [c.name for c in self.config.certificates]
+            known = ", ".join(names_[:20]) + (", ..." if len(names_) > 20 else "") or "none"
+            raise ConfigError(
+                f"{self.config.path}: no certificate named {unknown[0]!r} (configured: {known})"
+            )
+        if not wanted:
+            return list(self.config.certificates)
+        chosen = set(wanted)
+        return [c for c in self.config.certificates if c.name in chosen]
+
+    def run(self, certs: list[CertificateConfig], *, force: bool = False) -> list[Outcome]:
+        """Issue what is due, then deploy what is new (or failed to deploy before), then
+        the post hook. The pre hook runs once, before the first issuance or deployment."""
+        from .deployment import deploy_pending, pending_deployments
+
+        run = RunContext()
+        outcomes = self._process_all(certs, run, force)
+        if self.dry_run:
+            return list(outcomes.values())  # nothing deployed, no hooks
+        pending = pending_deployments(self.store, certs, outcomes)
+        if pending:
+            run_pre_hook(self.config.hooks, run)
+            deployed = deploy_pending(self.store, pending, outcomes)
+            for outcome in deployed.values():
+                record_attempt(self.store, outcome, self.clock())
+            outcomes.update(deployed)
+        results = list(outcomes.values())
+        if run.pre_hook_ran:
+            run_post_hook(self.config.hooks, results)
+        return results
+
+    def _process_all(
+        self, certs: list[CertificateConfig], run: RunContext, force: bool
+    ) -> dict[str, Outcome]:
+        """Up to ``max_concurrent_orders`` certificates at once (one thread each: the work is
+        waiting on the CA); outcomes in configuration order."""
+        done: dict[str, Outcome] = {}
+        todo = certs
+        due: set[str] = set()  # planned here and found due: planned again under the lock only
+        prepared = self.dry_run or self.claims.prepare([c.name for c in certs])
+        if not (force or self.dry_run or not prepared):
+            # Most certificates are not due: decided in this thread, no pool, no lock.
+            todo = []
+            for cert in certs:
+                quick = self._not_due(cert)
+                if isinstance(quick, Outcome):
+                    done[cert.name] = self._report(quick)
+                else:
+                    todo.append(cert)
+                    if quick:
+                        due.add(cert.name)
+        workers = min(self.config.acme.max_concurrent_orders, len(todo))
+        if workers <= 1:
+            done.update((c.name, self.process(c, run, force, c.name in due)) for c in todo)
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="order") as pool:
+                futures = {
+                    c.name: pool.submit(self.process, c, run, force, c.name in due) for c in todo
+                }
+                done.update((name, future.result()) for name, future in futures.items())
+        return {cert.name: done[cert.name] for cert in certs}
+
+    def _not_due(self, cert: CertificateConfig) -> Outcome | bool:
+        """The "unchanged" outcome of a certificate that is not due; True when it is due;
+        False at any doubt (the full path decides and reports)."""
+        try:
+            current = self.store.record(cert.name)
+            if current is None or self.claims.differs(cert.name, current):
+                return False  # nothing here yet, or another version in the fleet
+            if self.planner.needs_ari_request(cert.name, current):
+                return False  # renewal information to fetch: in the pool, with the others
+            return self.planner.unchanged_now(cert, current) or True
+        except Exception:  # any doubt: the full path decides and reports
+            return False
+
+    def process(
+        self, cert: CertificateConfig, run: RunContext, force: bool = False, due: bool = False
+    ) -> Outcome:
+        """One certificate (``due``: already planned and found due in this run)."""
+        return self._report(self._process(cert, run, force or self.dry_run, due))
+
+    def _report(self, outcome: Outcome) -> Outcome:
+        if outcome.status != Status.UNCHANGED and not self.dry_run:
+            record_attempt(self.store, outcome, self.clock())
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+        if self.metrics is not None:
+            self.metrics.observe_outcome(outcome)
+        return outcome
+
+    def _process(self, cert: CertificateConfig, run: RunContext, force: bool, due: bool) -> Outcome:
+        try:
+            adopted = self.claims.adopt(cert)
+            if not (force or due):  # the common case, nothing due: decided without a lock
+                unchanged = self.planner.unchanged_now(cert, self.store.record(cert.name))
+                if unchanged is not None:
+                    return adopted or unchanged
+            with self.claims.claim(cert) as claim:
+                if claim.holder is not None:
+                    return _waiting(cert, claim.holder.node, claim.holder.seconds_left)
+                # Another host may have finished between our check and the claim.
+                adopted = self.claims.adopt(cert, fresh=True) or adopted
+                outcome = self._renew_claimed(cert, run, force and adopted is None, claim)
+            if outcome.status == Status.UNCHANGED and adopted is not None:
+                return adopted
+            return outcome
+        except (ConfigError, AccountError):
+            raise  # the whole run is misconfigured (e.g. EAB): stop, exit 2
+        except Exception as err:
+            return _failed(cert, err)
+
+    def _renew_claimed(
+        self, cert: CertificateConfig, run: RunContext, force: bool, claim: Claim
+    ) -> Outcome:
+        """Holding the right to renew: plan again, order, publish, install."""
+        from .issue import obtain
+
+        current = self.store.record(cert.name)  # again: another process may have renewed
+        plan = self.planner.plan(cert, current, force=force)
+        if (unchanged := self.planner.unchanged(cert, current, plan)) is not None:
+            return unchanged
+        log.info("%s: obtaining a certificate for %s (%s)", cert.name, ", ".join(cert.domains),
+                 plan.reason, extra={"cert": cert.name, "domains": list(cert.domains)})  # fmt: skip
+        if not self.dry_run:
+            run_pre_hook(self.config.hooks, run)
+        client = self.client(run)
+        request = OrderRequest(cert.name, cert.domains, cert.key_type, cert.profile,
+                               cert.field("profile"))  # fmt: skip
+        replaces = None if self.dry_run or current is None else self.store.current(cert.name)
+        solver = self.solver_factory()
+        issued = obtain(client, solver, self.config.acme.issuance_timeout, request, replaces)
+        if self.dry_run:
+            detail = f"dry run: serial {issued.chain.cert.serial_number:x} obtained and discarded"
+            return Outcome(
+                cert.name, Status.DRY_RUN, detail, None, issued.chain.cert.not_valid_after_utc
+            )
+        claim.publish(issued.key_pem, issued.chain)
+        return self._install(cert, plan, issued)
+
+    def _install(self, cert: CertificateConfig, plan: Plan, issued: Issued) -> Outcome:
+        chain = issued.chain
+        folder = self.store.install(cert.name, issued.key_pem, chain)
+        not_after = chain.cert.not_valid_after_utc
+        record = self.store.record(cert.name)
+        if record is not None:  # the new certificate's renewal information, while connected
+            with contextlib.suppress(AgentError):
+                self._refresh_ari(cert, record, self.clock())
+        log.info("%s: installed serial %x, valid until %s (%s)", cert.name,
+                 chain.cert.serial_number, not_after.isoformat(), folder,
+                 extra={"cert": cert.name, "order": issued.order_url})  # fmt: skip
+        live = self.store.live_dir(cert.name)
+        return Outcome(cert.name, Status.ISSUED, plan.reason or "", live, not_after)
+
+    def _refresh_ari(
+        self, cert: CertificateConfig, current: CertRecord, now: datetime
+    ) -> AriState | None:
+        """Ask the CA for ``cert``'s renewal information and keep it (None: no answer)."""
+        if self._ari_unreachable:
+            return None
+        live = self.store.current(cert.name)
+        if live is None:
+            return None
+        from ..acme import ari as ari_request
+
+        try:
+            fresh = ari_request.fetch(self.client(), live.cert, cert.name, now)
+        except (ConfigError, AccountError):
+            raise
+        except AgentError as err:
+            self._ari_unreachable = True  # once per process, not once per certificate
+            log.warning("%s: cannot check renewal information: %s", cert.name, err)
+            return None
+        if not fresh.supported:
+            ari.remember_ca_without_ari(self.store, self.config.acme.directory, fresh.next_check)
+        ari.save_state(self.store, cert.name, fresh)
+        return fresh
+
+
+def _waiting(cert: CertificateConfig, node: str, seconds_left: float) -> Outcome:
+    detail = (
+        f"{node} is renewing it (its lease runs {seconds_left:.0f} s more); "
+        "the new certificate arrives through the cluster"
+    )
+    log.info("%s: %s", cert.name, detail, extra={"cert": cert.name})
+    return Outcome(cert.name, Status.WAITING, detail, retry_after=seconds_left + 1)
+
+
+def _failed(cert: CertificateConfig, err: Exception) -> Outcome:
+    if not isinstance(err, AgentError):  # a bug: one certificate's, not the run's
+        log.debug("internal error", exc_info=True)
+        err = AgentError(
+            f"{cert.name}: internal error ({type(err).__name__}: {err}); please report "
+            "it with the output of -vv"
+        )
+    kind = err.problem_type if isinstance(err, CAError) else type(err).__name__
+    log.error("%s", err, extra={"cert": cert.name, "error_type": kind})
+    wait = err.retry_after if isinstance(err, CAError) else None
+    return Outcome(cert.name, Status.FAILED, str(err), retry_after=wait, error_type=kind)

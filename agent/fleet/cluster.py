@@ -1,0 +1,370 @@
+"""Fleet mode: hosts behind one load balancer share certificates through Redis.
+
+What lives in Redis (all names under ``[cluster] key_prefix``):
+
+- ``cert:<name>``: hash of the current certificate (fullchain, serial, not_after, version,
+  node) and its private key, sealed with the hosts' shared ``key_file`` (:mod:`.sealing`);
+- ``lock:<name>``: the lease of the host renewing ``<name>`` ("<fence> <owner>", with a
+  TTL, renewed while the order runs); ``fence`` is the counter fencing tokens come from.
+  A write needs the writer's lease to be current and its fence newer than the stored
+  version, so a holder that stalled past its lease can never overwrite a newer result;
+- ``http01:<token>``: pending key authorizations, with a TTL; every host's responder
+  answers from them, whichever host the CA's request lands on;
+- ``account:<id>``: the shared ACME account (URL and sealed key), registered once;
+- channel ``events``: a certificate name, published with each new version (:mod:`.events`).
+
+Redis unreachable: nothing local is touched; the operation fails with a
+:class:`ClusterError` (retried by the daemon like any failed renewal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..config.cluster import ClusterConfig
+from ..errors import AgentError, ConfigError
+from ..model import Challenge, Holder
+from .sealing import Sealer, SealError
+
+log = logging.getLogger(__name__)
+
+# One Redis request: connect, then answer. A dead Redis costs at most this much per call.
+CONNECT_TIMEOUT = 3.0
+SOCKET_TIMEOUT = 5.0
+# Keep-alive on idle connections (pub/sub): a silent network failure is seen within this.
+HEALTH_CHECK_INTERVAL = 15
+# Unanswered HTTP-01 tokens disappear on their own after this long (at least).
+TOKEN_TTL_MIN = 600
+
+_ACQUIRE = """
+local cur = redis.call('get', KEYS[1])
+if cur then return {0, cur, redis.call('pttl', KEYS[1])} end
+local fence = redis.call('incr', KEYS[2])
+local value = fence .. ' ' .. ARGV[1]
+redis.call('set', KEYS[1], value, 'PX', ARGV[2])
+return {1, value, fence}
+"""
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+_PUT = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+local stored = tonumber(redis.call('hget', KEYS[2], 'version') or '0')
+if stored >= tonumber(ARGV[2]) then return -1 end
+redis.call('hset', KEYS[2], unpack(ARGV, 5))
+redis.call('publish', ARGV[3], ARGV[4])
+return 1
+"""
+
+
+class ClusterError(AgentError):
+    """Redis could not be reached or refused an operation; what is in service is kept."""
+
+
+class LeaseLost(ClusterError):
+    """Another host took over the lease (this one stalled past it): the result is dropped."""
+
+
+@dataclass(frozen=True)
+class SharedCert:
+    name: str
+    serial: str  # lower-case hex, as in the local facts
+    not_after: datetime
+    version: int  # the fencing token of the write
+    node: str
+    fullchain: bytes
+    sealed_key: str
+
+
+class Lease:
+    """A held lock on one name; renewed in the background until :meth:`release`."""
+
+    def __init__(self, cluster: RedisCluster, key: str, value: str, fence: int) -> None:
+        self.cluster = cluster
+        self.key = key
+        self.value = value
+        self.fence = fence
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keep, name=f"lease {key}", daemon=True)
+        self._thread.start()
+
+    def _keep(self) -> None:
+        ttl_ms = int(self.cluster.settings.lease_seconds * 1000)
+        while not self._stop.wait(self.cluster.settings.lease_seconds / 3):
+            try:
+                if not self.cluster.script("renew")(keys=[self.key], args=[self.value, ttl_ms]):
+                    self.lost = True
+                    log.warning("%s: lease lost (another host took over)", self.key)
+                    return
+            except Exception as err:  # keep trying until the lease runs out
+                log.warning("%s: cannot renew the lease: %s", self.key, self.cluster.describe(err))
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=SOCKET_TIMEOUT)
+        with contextlib.suppress(ClusterError):  # it expires on its own anyway
+            self.cluster.call(lambda r: self.cluster.script("release")(
+                keys=[self.key], args=[self.value]))  # fmt: skip
+
+
+def open_cluster(settings: ClusterConfig | None) -> RedisCluster | None:
+    """The shared store of ``[cluster]`` (connected on first use), or None on a single host."""
+    return RedisCluster(settings) if settings is not None else None
+
+
+class RedisCluster:
+    def __init__(self, settings: ClusterConfig, sealer: Sealer | None = None) -> None:
+        self.settings = settings
+        self.prefix = settings.key_prefix
+        self.events_channel = self.prefix + "events"
+        self._sealer = sealer
+        self._redis: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # -- connection ------------------------------------------------------------------
+    @property
+    def redis(self) -> Any:
+        with self._lock:
+            if self._redis is None:
+                self._redis = self._connect()
+            return self._redis
+
+    def _connect(self) -> Any:
+        import redis
+
+        settings = self.settings
+        options: dict[str, Any] = {
+            "socket_timeout": SOCKET_TIMEOUT,
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "health_check_interval": HEALTH_CHECK_INTERVAL,
+            "decode_responses": True,
+            "client_name": f"acme-agent-{settings.node_name}"[:64].replace(" ", "-"),
+        }
+        if settings.password_file is not None:
+            from ..config.secretfile import read_secret_file
+
+            field, needed = "[cluster] password_file", "the Redis password is read from it"
+            options["password"] = read_secret_file(settings.password_file, field, needed)
+        if settings.url.startswith("rediss://") and settings.ca_file is not None:
+            options["ssl_ca_certs"] = str(settings.ca_file)
+        try:
+            return redis.Redis.from_url(settings.url, **options)
+        except ValueError as err:
+            raise ConfigError(f"[cluster] url: {err}") from None
+
+    @property
+    def sealer(self) -> Sealer:
+        if self._sealer is None:
+            self._sealer = Sealer.from_file(self.settings.key_file)
+        return self._sealer
+
+    def describe(self, err: Exception) -> str:
+        return f"Redis at {self.settings.url}: {err or type(err).__name__}"
+
+    def call(self, operation: Callable[[Any], Any]) -> Any:
+        """Run ``operation(redis)``; Redis failures become one readable error."""
+        import redis
+
+        try:
+            return operation(self.redis)
+        except redis.AuthenticationError as err:
+            raise ConfigError(
+                f"[cluster] password_file: {self.describe(err)}; check the password (and the "
+                "user in url)"
+            ) from None
+        except redis.RedisError as err:
+            raise ClusterError(
+                f"{self.describe(err)}; the certificates in service are kept, will retry"
+            ) from None
+
+    def script(self, name: str) -> Any:
+        if name not in self._scripts:
+            source = {"acquire": _ACQUIRE, "renew": _RENEW, "release": _RELEASE, "put": _PUT}
+            self._scripts[name] = self.redis.register_script(source[name])
+        return self._scripts[name]
+
+    def ping(self) -> None:
+        self.call(lambda r: r.ping())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._redis is not None:
+                self._redis.close()
+                self._redis = None
+
+    # -- leases ----------------------------------------------------------------------
+    def acquire(self, name: str) -> Lease | Holder:
+        """The lease on ``name``, or who holds it now."""
+        key = self.prefix + "lock:" + name
+        owner = f"{self.settings.node_name} {os.getpid()} {secrets.token_hex(8)}"
+        ttl_ms = int(self.settings.lease_seconds * 1000)
+        result = self.call(lambda r: self.script("acquire")(
+            keys=[key, self.prefix + "fence"], args=[owner, ttl_ms]))  # fmt: skip
+        if int(result[0]) == 1:
+            return Lease(self, key, str(result[1]), int(result[2]))
+        parts = str(result[1]).split(" ")
+        node = parts[1] if len(parts) > 1 else "?"
+        return Holder(node, max(0.0, int(result[2]) / 1000))
+
+    @contextlib.contextmanager
+    def holding(self, name: str, wait: float) -> Iterator[Lease | Holder]:
+        """The lease on ``name``, waiting up to ``wait`` seconds for its holder."""
+        deadline = time.monotonic() + wait
+        got = self.acquire(name)
+        while isinstance(got, Holder) and time.monotonic() < deadline:
+            time.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
+            got = self.acquire(name)
+        try:
+            yield got
+        finally:
+            if isinstance(got, Lease):
+                got.release()
+
+    # -- certificates ----------------------------------------------------------------
+    def cert_key(self, name: str) -> str:
+        return self.prefix + "cert:" + name
+
+    def serials(self, names: Sequence[str]) -> dict[str, str | None]:
+        """The serial stored for each name (None: none yet), in one round trip."""
+
+        def read(r: Any) -> list[Any]:
+            pipe = r.pipeline(transaction=False)
+            for name in names:
+                pipe.hget(self.cert_key(name), "serial")
+            return list(pipe.execute())
+
+        return dict(zip(names, self.call(read), strict=True)) if names else {}
+
+    def load_cert(self, name: str) -> SharedCert | None:
+        data = self.call(lambda r: r.hgetall(self.cert_key(name)))
+        if not data or "serial" not in data:
+            return None
+        try:
+            return SharedCert(
+                name=name,
+                serial=data["serial"],
+                not_after=datetime.fromisoformat(data["not_after"]),
+                version=int(data["version"]),
+                node=data.get("node", "?"),
+                fullchain=data["fullchain"].encode(),
+                sealed_key=data["key"],
+            )
+        except (KeyError, ValueError):
+            raise ClusterError(
+                f"Redis key {self.cert_key(name)} is incomplete; the next renewal replaces it"
+            ) from None
+
+    def open_key(self, shared: SharedCert) -> bytes:
+        try:
+            return self.sealer.open(shared.sealed_key, "cert:" + shared.name)
+        except SealError as err:
+            raise ClusterError(f"{shared.name}: {err}") from None
+
+    def put_cert(
+        self, lease: Lease, name: str, key_pem: bytes, fullchain: bytes, serial: str,
+        not_after: datetime,
+    ) -> None:  # fmt: skip
+        """Publish a new version; refused when ``lease`` is no longer current."""
+        fields = {
+            "serial": serial,
+            "not_after": not_after.isoformat(),
+            "version": str(lease.fence),
+            "node": self.settings.node_name,
+            "fullchain": fullchain.decode("ascii"),
+            "key": self.sealer.seal(key_pem, "cert:" + name),
+        }
+        flat = [item for pair in fields.items() for item in pair]
+        args = [lease.value, lease.fence, self.events_channel, name, *flat]
+        result = self.call(lambda r: self.script("put")(
+            keys=[lease.key, self.cert_key(name)], args=args))  # fmt: skip
+        if int(result) != 1:
+            raise LeaseLost(
+                f"{name}: this host's lease ran out during the order and another host took "
+                "over; the certificate it obtained is not used"
+            )
+
+    # -- HTTP-01 ---------------------------------------------------------------------
+    def publish_tokens(self, challenges: Sequence[Challenge], ttl: float) -> None:
+        seconds = max(TOKEN_TTL_MIN, int(ttl))
+
+        def write(r: Any) -> None:
+            pipe = r.pipeline(transaction=False)
+            for challenge in challenges:
+                pipe.set(self.prefix + "http01:" + challenge.token,
+                         challenge.key_authorization, ex=seconds)  # fmt: skip
+            pipe.execute()
+
+        self.call(write)
+
+    def remove_tokens(self, challenges: Sequence[Challenge]) -> None:
+        if challenges:
+            keys = [self.prefix + "http01:" + c.token for c in challenges]
+            self.call(lambda r: r.delete(*keys))
+
+    def lookup_token(self, token: str) -> str | None:
+        """For the responder: a pending key authorization, or None (also when Redis is
+        down: the validation then fails on this host and the CA's retry may land well)."""
+        try:
+            value = self.call(lambda r: r.get(self.prefix + "http01:" + token))
+        except AgentError as err:
+            log.warning("HTTP-01 token lookup: %s", err)
+            return None
+        return str(value) if value is not None else None
+
+    # -- account ---------------------------------------------------------------------
+    def account_key(self, directory: str) -> str:
+        return self.prefix + "account:" + hashlib.sha256(directory.encode()).hexdigest()[:16]
+
+    def load_account(self, directory: str) -> tuple[bytes, str] | None:
+        """The shared account's (key PEM, URL) for this CA, or None."""
+        where = self.account_key(directory)
+        data = self.call(lambda r: r.hgetall(where))
+        if not data or "uri" not in data or "key" not in data:
+            return None
+        try:
+            return self.sealer.open(data["key"], where.removeprefix(self.prefix)), data["uri"]
+        except SealError as err:
+            raise ClusterError(f"the shared ACME account: {err}") from None
+
+    def deactivated_account(self, directory: str) -> str | None:
+        """The URL of the shared account a host deactivated (its copies must go), or None."""
+        value = self.call(lambda r: r.hget(self.account_key(directory), "deactivated"))
+        return str(value) if value else None
+
+    def forget_account(self, directory: str, uri: str) -> None:
+        """After deactivation: no key left in Redis, and a note for the other hosts."""
+        where = self.account_key(directory)
+
+        def replace(r: Any) -> None:
+            pipe = r.pipeline(transaction=True)
+            pipe.delete(where)
+            pipe.hset(where, mapping={"deactivated": uri, "node": self.settings.node_name})
+            pipe.execute()
+
+        self.call(replace)
+
+    def store_account(self, directory: str, key_pem: bytes, uri: str) -> None:
+        where = self.account_key(directory)
+        sealed = self.sealer.seal(key_pem, where.removeprefix(self.prefix))
+        mapping = {"uri": uri, "key": sealed, "directory": directory,
+                   "node": self.settings.node_name}  # fmt: skip
+        self.call(lambda r: r.hset(where, mapping=mapping))
