@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .. import keys
 from ..errors import CAError, IssuanceError
 from ..model import OrderRequest, Solver
+from ..policy.backoff import exponential
 from ..policy.retry_after import retry_after_seconds
 from .client import AcmeClient, Authorization, OrderState
 
@@ -24,7 +25,6 @@ log = logging.getLogger(__name__)
 # 3, 6, 12 ... ms reaches the 2 s cap after 11 polls (fewer requests over a CA's usual
 # 1-5 s than 10 ms x 1.5, and 15-20 ms sooner against a fast one).
 FIRST_POLL_INTERVAL = 0.003
-POLL_GROWTH = 2.0
 MAX_POLL_INTERVAL = 2.0
 # Never wait longer than this for one Retry-After, whatever the CA says.
 MAX_RETRY_AFTER = 60.0
@@ -51,19 +51,20 @@ class Poller:
         self.clock = clock
         self.sleep = sleep
         self.wall = wall
-        self.interval = FIRST_POLL_INTERVAL
+        self.polls = 0
 
     def restart(self) -> None:
         """A new phase (e.g. after finalize): the state is likely to change soon again."""
-        self.interval = FIRST_POLL_INTERVAL
+        self.polls = 0
 
     def expired(self) -> bool:
         return self.clock() >= self.deadline
 
     def wait(self, retry_after: str | None = None) -> None:
         asked = retry_after_seconds(retry_after, self.wall())
-        delay = min(asked, MAX_RETRY_AFTER) if asked is not None else self.interval
-        self.interval = min(self.interval * POLL_GROWTH, MAX_POLL_INTERVAL)
+        self.polls += 1
+        interval = exponential(self.polls, FIRST_POLL_INTERVAL, MAX_POLL_INTERVAL, 0.5, 0.0)
+        delay = min(asked, MAX_RETRY_AFTER) if asked is not None else interval
         self.sleep(max(0.0, min(delay, self.deadline - self.clock())))
 
 

@@ -9,7 +9,8 @@ fleet the account is shared through Redis and registered once for all hosts.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import os
+from datetime import UTC, datetime
 
 import josepy as jose
 
@@ -18,10 +19,8 @@ from ..acme.client import AcmeClient, account_key_pem_new, load_account_key
 from ..config.secretfile import read_secret_file
 from ..config.types import AcmeConfig
 from ..errors import AccountError, CAError, ConfigError
+from ..fleet.cluster import ClusterError, Lease, RedisCluster
 from ..store.certs import Store
-
-if TYPE_CHECKING:
-    from ..fleet.cluster import RedisCluster
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +35,6 @@ def open_client(acme: AcmeConfig, store: Store, cluster: RedisCluster | None = N
 
 
 def _open_shared(acme: AcmeConfig, store: Store, cluster: RedisCluster) -> AcmeClient:
-    from ..fleet.cluster import ClusterError, Lease
-
     directory = acme.directory
     _drop_deactivated(store, cluster, directory)
     if _take_shared(store, cluster, directory):
@@ -69,9 +66,6 @@ def _drop_deactivated(store: Store, cluster: RedisCluster, directory: str) -> No
 
 def set_aside(store: Store, directory: str) -> None:
     """Move the account folder out of the way (kept, renamed with a time stamp)."""
-    import os
-    from datetime import UTC, datetime
-
     folder = store.account_dir(directory)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     os.replace(folder, folder.with_name(f"{folder.name}.deactivated-{stamp}"))

@@ -10,7 +10,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+    write_to_textfile,
+)
 
 from ..errors import ConfigError
 from ..model import Status
@@ -110,14 +117,10 @@ class Metrics:
 
     def write_textfile(self, path: Path) -> None:
         """node_exporter's textfile collector reads *.prom; written atomically."""
-        from prometheus_client import write_to_textfile
-
         write_to_textfile(str(path), self.registry)
 
     def serve(self, host: str, port: int) -> None:
         """Serve /metrics; the daemon is alive while this answers, so last_run is now."""
-        from prometheus_client import start_http_server
-
         try:
             start_http_server(port, addr=host, registry=self.registry)
         except OSError as err:

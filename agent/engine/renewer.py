@@ -35,6 +35,7 @@ from ..store import ari
 from ..store.attempts import record_attempt
 from ..store.certs import Store
 from .backend import CertBackend, Claim, LocalBackend, open_backend
+from .deployment import deploy_pending, pending_deployments
 from .hooks import run_post_hook, run_pre_hook
 from .plan import Planner
 
@@ -122,8 +123,6 @@ class Renewer:
     def run(self, certs: list[CertificateConfig], *, force: bool = False) -> list[Outcome]:
         """Issue what is due, then deploy what is new (or failed to deploy before), then
         the post hook. The pre hook runs once, before the first issuance or deployment."""
-        from .deployment import deploy_pending, pending_deployments
-
         run = RunContext()
         outcomes = self._process_all(certs, run, force)
         if self.dry_run:

@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from ..config.cluster import ClusterConfig
+from ..config.secretfile import read_secret_file
 from ..errors import AgentError, ConfigError
 from ..model import Challenge, Holder
 from .sealing import Sealer, SealError
@@ -160,8 +161,6 @@ class RedisCluster:
             "client_name": f"acme-agent-{settings.node_name}"[:64].replace(" ", "-"),
         }
         if settings.password_file is not None:
-            from ..config.secretfile import read_secret_file
-
             field, needed = "[cluster] password_file", "the Redis password is read from it"
             options["password"] = read_secret_file(settings.password_file, field, needed)
         if settings.url.startswith("rediss://") and settings.ca_file is not None:

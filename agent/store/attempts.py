@@ -7,13 +7,11 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..model import Outcome
 from .certs import Store
 from .files import write_file_atomic
-
-if TYPE_CHECKING:
-    from ..model import Outcome
 
 
 @dataclass(frozen=True)
