@@ -1,7 +1,9 @@
 """The ACME conversation (RFC 8555), one method per protocol step.
 
-Built on certbot's ``acme`` library. No disk, no subprocesses, no sleeping: callers own
-the clock (see :mod:`agent.issuer`). Every failure leaves as a :class:`CAError`.
+Owns the steps and their retries; built on the public message classes of certbot's ``acme``
+library and on our own poster (:mod:`agent.transport`: signing, nonces, HTTP). No disk, no
+subprocesses, no sleeping: callers own the clock (see :mod:`agent.issuer`). Every failure leaves
+as a :class:`CAError`.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ from typing import TypeVar
 
 import josepy as jose
 import requests
-from acme import challenges, messages
-from acme import client as acme_client
+from acme import challenges, jws, messages
 from acme import errors as acme_errors
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -27,14 +28,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from .. import __version__
 from ..errors import AccountError, CAError
 from ..model import TOKEN_RE, Challenge
+from ..policy.backoff import exponential
 from ..policy.retry_after import retry_after_seconds
-from .problems import explain
-from .transport import Network
+from .problems import describe_problem, explain, with_wait
+from .transport import Poster, Response, signing_alg
 
 log = logging.getLogger(__name__)
 
-# pebble rejects a share of nonces on purpose and real CAs occasionally do; the library
-# retries once, we retry the whole step this many times more.
+# pebble rejects a share of nonces on purpose and real CAs occasionally do; the poster signs
+# the request again with a fresh nonce this many times.
 BAD_NONCE_RETRIES = 10
 NETWORK_TIMEOUT = 30
 # Transient failures (5xx, 429, connection errors) are retried this many times within one
@@ -42,8 +44,8 @@ NETWORK_TIMEOUT = 30
 # the attempt and the daemon retries later), else after TRANSIENT_BACKOFF * 2^n, jittered.
 TRANSIENT_RETRIES = 5
 TRANSIENT_BACKOFF = 0.2
+TRANSIENT_JITTER = 0.5
 MAX_INLINE_WAIT = 30.0
-# Tokens are base64url (RFC 8555 section 8.3); anything else could escape a directory.
 USER_AGENT = f"acme-agent/{__version__}"
 
 T = TypeVar("T")
@@ -78,13 +80,6 @@ def load_account_key(pem: bytes) -> jose.JWK:
     return jose.JWK.load(pem)
 
 
-def _alg_for(key: jose.JWK) -> jose.JWASignature:
-    if isinstance(key, jose.JWKEC):
-        size = key.key.curve.key_size
-        return {256: jose.ES256, 384: jose.ES384}.get(size, jose.ES512)
-    return jose.RS256
-
-
 class AcmeClient:
     """One CA, one account key. The directory is fetched once per instance."""
 
@@ -101,40 +96,36 @@ class AcmeClient:
         self.directory_url = directory_url
         self.key = account_key
         self.sleep = sleep
-        self.net = Network(
+        self.poster = Poster(
             account_key,
-            alg=_alg_for(account_key),
-            # verify_ssl takes a CA bundle path too; never rely on REQUESTS_CA_BUNDLE.
-            verify_ssl=ca_bundle or True,  # type: ignore[arg-type]
+            verify=ca_bundle or True,  # a CA bundle path; never rely on REQUESTS_CA_BUNDLE
             user_agent=USER_AGENT,
-            timeout=timeout,  # type: ignore[arg-type]
+            timeout=timeout,
+            bad_nonce_retries=BAD_NONCE_RETRIES,
+            # The directory is fetched when first needed, by the first request's nonce too.
+            nonce_url=lambda: getattr(self._directory(), "newNonce", None),
         )
-        if account_uri:
-            self.net.account = messages.RegistrationResource(
-                uri=account_uri, body=messages.Registration()
-            )
-        self._client: acme_client.ClientV2 | None = None
+        self.poster.account = account_uri or None
+        self._dir: messages.Directory | None = None
         # Called with (step, seconds) after every protocol step (metrics).
         self.observer: Callable[[str, float], None] | None = None
 
-    @property
-    def client(self) -> acme_client.ClientV2:
-        if self._client is None:
-            directory = self._call(
-                lambda: acme_client.ClientV2.get_directory(self.directory_url, self.net),
+    def _directory(self) -> messages.Directory:
+        if self._dir is None:
+            self._dir = self._call(
+                lambda: messages.Directory.from_json(self.poster.get(self.directory_url).json()),
                 "fetching the ACME directory",
             )
-            self._client = acme_client.ClientV2(directory, self.net)
-        return self._client
+        return self._dir
 
     @property
     def account_uri(self) -> str | None:
-        account = self.net.account
-        return str(account.uri) if account is not None else None
+        return self.poster.account
 
     def _call(self, step: Callable[[], T], during: str, subject: str = "") -> T:
-        """Run one protocol step: retry badNonce at once, and transient failures (5xx, 429,
-        connection errors) a few times, honouring Retry-After; translate every failure."""
+        """Run one protocol step: retry transient failures (5xx, 429, connection errors,
+        badNonce beyond the poster's own retries) a few times, honouring Retry-After;
+        translate every failure."""
         started = time.perf_counter()
         try:
             return self._call_retrying(step, during, subject)
@@ -143,42 +134,38 @@ class AcmeClient:
                 self.observer(during.split(" for ")[0], time.perf_counter() - started)
 
     def _call_retrying(self, step: Callable[[], T], during: str, subject: str) -> T:
-        nonces_left, transient_left = BAD_NONCE_RETRIES, TRANSIENT_RETRIES
+        transient_left = TRANSIENT_RETRIES
         while True:
-            self.net.reset()
+            self.poster.reset()
             try:
                 return step()
-            except messages.Error as err:
-                if err.code == "badNonce" and nonces_left > 0:
-                    nonces_left -= 1
-                    continue
-                error = explain(err, during=during, subject=subject)
             except (requests.RequestException, acme_errors.Error, ValueError, jose.Error) as err:
                 error = explain(err, during=during, subject=subject)
-            status = self.net.last_status
-            error.retry_after = retry_after_seconds(self.net.last_retry_after, time.time())
+            status = self.poster.last_status
+            error.retry_after = retry_after_seconds(self.poster.last_retry_after, time.time())
             transient = error.retryable or status >= 500 or status == 429
             if not transient or transient_left == 0:
-                raise _with_wait(error) from None
+                raise with_wait(error) from None
             if error.retry_after is not None and error.retry_after > MAX_INLINE_WAIT:
-                raise _with_wait(error) from None
+                raise with_wait(error) from None
             delay = error.retry_after
             if delay is not None and (status == 429 or error.problem_type == "rateLimited"):
-                self.net.hold(delay)  # rate limited: the other orders pause too
+                self.poster.hold(delay)  # rate limited: the other orders pause too
             if delay is None:
                 attempt = TRANSIENT_RETRIES - transient_left
-                delay = TRANSIENT_BACKOFF * 2**attempt * (0.5 + random.random())
+                delay = exponential(attempt + 1, TRANSIENT_BACKOFF, MAX_INLINE_WAIT,
+                                    random.random(), TRANSIENT_JITTER)  # fmt: skip
             transient_left -= 1
             log.debug("%s: transient failure (%s); retrying in %.1f s", during, error, delay)
             self.sleep(delay)
 
     # -- account ------------------------------------------------------------------------
     def requires_eab(self) -> bool:
-        return bool(self.client.external_account_required())
+        return bool(self._directory().meta.external_account_required)
 
     def register(self, email: str | None, eab: tuple[str, str] | None) -> str:
         """newAccount (with EAB when given); an existing account for this key is reused."""
-        client = self.client
+        directory = self._directory()
         binding = None
         if eab is not None:
             kid, hmac_key = eab
@@ -187,7 +174,7 @@ class AcmeClient:
                     account_public_key=self.key.public_key(),
                     kid=kid,
                     hmac_key=hmac_key,
-                    directory=client.directory,
+                    directory=directory,
                 )
             except (ValueError, TypeError, jose.DeserializationError):
                 raise AccountError(
@@ -199,13 +186,15 @@ class AcmeClient:
 
         def step() -> str:
             try:
-                return str(client.new_account(registration).uri)
-            except acme_errors.ConflictError as existing:
-                uri = str(existing)
-                self.net.account = messages.RegistrationResource(
-                    uri=uri, body=messages.Registration()
-                )
-                return uri
+                response = self.poster.post(directory["newAccount"], registration, by_key=True)
+            except acme_errors.ConflictError as existing:  # 409 naming the existing account
+                uri = existing.location
+            else:
+                uri = response.location()
+                if response.status != 200:  # 200: an account for this key exists already
+                    messages.Registration.from_json(response.json())
+            self.poster.account = uri
+            return uri
 
         try:
             return self._call(step, "creating the ACME account")
@@ -219,66 +208,70 @@ class AcmeClient:
 
     def find_account(self) -> str:
         """Look the account up by key (onlyReturnExisting); raises if the CA forgot it."""
-        client = self.client
+        return self._call(lambda: self._look_up()[0], "looking up the ACME account")
+
+    def _look_up(self) -> tuple[str, messages.Registration]:
+        """newAccount with onlyReturnExisting, signed with the key: the account's URL (now
+        the ``kid`` of every request) and object."""
         query = messages.NewRegistration.from_data(only_return_existing=True)
-
-        def step() -> str:
-            self.net.account = None
-            response = client._post(client.directory["newAccount"], query)
-            uri = str(response.headers["Location"])
-            self.net.account = messages.RegistrationResource(
-                uri=uri, body=messages.Registration.from_json(response.json())
-            )
-            return uri
-
-        return self._call(step, "looking up the ACME account")
+        response = self.poster.post(self._directory()["newAccount"], query, by_key=True)
+        uri = response.location()
+        body = messages.Registration.from_json(response.json())
+        self.poster.account = uri
+        return uri, body
 
     def account_details(self) -> dict[str, object]:
         """The account object as the CA has it now (status, contact, ...)."""
-        self.find_account()
-        assert self.net.account is not None
-        return dict(self.net.account.body.to_partial_json())
+        body = self._call(lambda: self._look_up()[1], "looking up the ACME account")
+        return dict(body.to_partial_json())
 
     def change_key(self, new_key: jose.JWK) -> None:
         """RFC 8555 section 7.3.5: the inner JWS (new key, no nonce) inside the outer one."""
-        from acme import jws as acme_jws
-
-        client, account = self.client, self.account_uri
-        url = client.directory["keyChange"]
+        url, account = self._directory()["keyChange"], self.account_uri
         payload = {"account": account, "oldKey": self.key.public_key().to_partial_json()}
-        inner = acme_jws.JWS.sign(
-            json.dumps(payload).encode(), key=new_key, alg=_alg_for(new_key), nonce=None, url=url
+        inner = jws.JWS.sign(
+            json.dumps(payload).encode(), key=new_key, alg=signing_alg(new_key), nonce=None, url=url
         )
-        self._call(lambda: client._post(url, inner), "changing the account key")
-        self.key = new_key
-        self.net.key = new_key
-        self.net.alg = _alg_for(new_key)
+        self._call(lambda: self.poster.post(url, inner), "changing the account key")
+        self.key = self.poster.key = new_key
 
     def deactivate(self) -> None:
-        client = self.client
-        assert self.net.account is not None
-        regr = self.net.account
-        self._call(lambda: client.deactivate_registration(regr), "deactivating the account")
+        """RFC 8555 section 7.3.6, at the account URL the CA gives for this key now."""
+        assert self.account_uri is not None
+        update = messages.UpdateRegistration(status=messages.STATUS_DEACTIVATED)
+
+        def step() -> None:
+            uri = self._look_up()[0]
+            messages.Registration.from_json(self.poster.post(uri, update).json())
+
+        self._call(step, "deactivating the account")
 
     def revoke(self, cert: x509.Certificate, reason: int, subject: str) -> None:
-        self._call(lambda: self.client.revoke(cert, reason), "revoking the certificate", subject)
+        url = self._directory()["revokeCert"]
+        revocation = messages.Revocation(certificate=cert, reason=reason)
+
+        def step() -> None:
+            if self.poster.post(url, revocation).status != 200:
+                raise acme_errors.ClientError("Successful revocation must return HTTP OK status")
+
+        self._call(step, "revoking the certificate", subject)
 
     # -- directory features -------------------------------------------------------------
     def profiles(self) -> dict[str, str] | None:
         """The profiles the CA offers (draft-aaron-acme-profiles), or None."""
-        meta = getattr(self.client.directory, "meta", None)
+        meta = getattr(self._directory(), "meta", None)
         profiles = getattr(meta, "profiles", None)
         return dict(profiles) if profiles else None
 
     def supports_ari(self) -> bool:
-        return "renewalInfo" in self.client.directory.to_partial_json()
+        return "renewalInfo" in self._directory().to_partial_json()
 
     def renewal_info(self, cert_id: str, subject: str) -> tuple[datetime, datetime, str | None]:
         """(window start, window end, Retry-After) from the CA's renewalInfo (RFC 9773)."""
-        url = f"{self.client.directory['renewalInfo'].rstrip('/')}/{cert_id}"
+        url = f"{self._directory()['renewalInfo'].rstrip('/')}/{cert_id}"
 
         def step() -> tuple[datetime, datetime, str | None]:
-            response = self.net.get(url, content_type="application/json")
+            response = self.poster.get(url)
             info = messages.RenewalInfo.from_json(response.json())
             window = info.suggested_window
             return window.start, window.end, response.headers.get("Retry-After")
@@ -294,7 +287,7 @@ class AcmeClient:
         profile: str | None = None,
         replaces: str | None = None,
     ) -> OrderState:
-        client = self.client
+        url = self._directory()["newOrder"]
 
         def step() -> OrderState:
             ids = [
@@ -302,19 +295,19 @@ class AcmeClient:
                 for d in _csr_domains(csr_pem)
             ]
             order = NewOrderReplacing(identifiers=ids, profile=profile, replaces=replaces)
-            response = client._post(client.directory["newOrder"], order)
+            response = self.poster.post(url, order)
             return _order_state(response, response.headers.get("Location", ""))
 
         return self._call(step, "creating the order", subject)
 
     def order(self, url: str, subject: str) -> OrderState:
         return self._call(
-            lambda: _order_state(self.client._post_as_get(url), url), "polling the order", subject
+            lambda: _order_state(self.poster.post_as_get(url), url), "polling the order", subject
         )
 
     def authorization(self, url: str, subject: str) -> Authorization:
         def step() -> Authorization:
-            body = messages.Authorization.from_json(self.client._post_as_get(url).json())
+            body = messages.Authorization.from_json(self.poster.post_as_get(url).json())
             return self._authorization(url, body)
 
         return self._call(step, "fetching the authorization", subject)
@@ -340,25 +333,30 @@ class AcmeClient:
         return Authorization(url, domain, status, http01, error, bool(body.wildcard))
 
     def answer(self, challenge: Challenge, subject: str) -> None:
-        self._call(
-            lambda: self.client.answer_challenge(challenge.body, challenge.body.response(self.key)),
-            f"answering the HTTP-01 challenge for {challenge.domain}",
-            subject,
-        )
+        """Tell the CA the challenge is ready. The answer's ``Link: rel="up"`` is not needed
+        (we know the authorization), so a CA that leaves it out is fine."""
+        challb: messages.ChallengeBody = challenge.body
+
+        def step() -> None:
+            response = self.poster.post(challb.uri, challb.response(self.key))
+            updated = messages.ChallengeBody.from_json(response.json())
+            if updated.uri != challb.uri:
+                raise acme_errors.UnexpectedUpdate(updated.uri)
+
+        self._call(step, f"answering the HTTP-01 challenge for {challenge.domain}", subject)
 
     def finalize(self, order: OrderState, csr_pem: bytes, subject: str) -> OrderState:
         csr = messages.CertificateRequest(csr=x509.load_pem_x509_csr(csr_pem))
         return self._call(
-            lambda: _order_state(self.client._post(order.finalize, csr), order.url),
+            lambda: _order_state(self.poster.post(order.finalize, csr), order.url),
             "finalizing the order",
             subject,
         )
 
     def download(self, url: str, subject: str) -> bytes:
-        def step() -> bytes:
-            return bytes(self.client._post_as_get(url).content)
-
-        return self._call(step, "downloading the certificate", subject)
+        return self._call(
+            lambda: self.poster.post_as_get(url).body, "downloading the certificate", subject
+        )
 
 
 class NewOrderReplacing(messages.NewOrder):
@@ -379,25 +377,16 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-def _with_wait(error: CAError) -> CAError:
-    """Say when the CA allows the next try, if it said."""
-    if error.retry_after is not None and "Retry-After" not in str(error):
-        error.args = (f"{error} (the CA asks to wait {error.retry_after:.0f} s: Retry-After)",)
-    return error
-
-
 def _csr_domains(csr_pem: bytes) -> list[str]:
     csr = x509.load_pem_x509_csr(csr_pem)
     san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return list(san.get_values_for_type(x509.DNSName))
 
 
-def _order_state(response: requests.Response, url: str) -> OrderState:
+def _order_state(response: Response, url: str) -> OrderState:
     body = messages.Order.from_json(response.json())
     error = ""
     if body.error is not None:
-        from .problems import describe_problem
-
         error = f"{body.error.code}: {describe_problem(body.error)}"
     return OrderState(
         url=url,

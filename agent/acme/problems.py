@@ -130,11 +130,16 @@ def _from_problem(problem: messages.Error, during: str, where: str) -> CAError:
     return cls(message, retryable=code in _RETRYABLE, problem_type=code)
 
 
+def with_wait(error: CAError) -> CAError:
+    """Say when the CA allows the next try, if it said (``error.retry_after``)."""
+    if error.retry_after is not None and "Retry-After" not in str(error):
+        error.args = (f"{error} (the CA asks to wait {error.retry_after:.0f} s: Retry-After)",)
+    return error
+
+
 def _short(err: BaseException) -> str:
-    response = err.args[0] if err.args else None
-    if isinstance(response, requests.Response):
-        kind = response.headers.get("Content-Type", "no content type").split(";")[0]
-        return f"HTTP {response.status_code} with a non-problem body ({kind})"
+    # An error status without a problem document (transport.UnexpectedResponse) says
+    # "HTTP 502 with a non-problem body (text/html)" itself.
     if isinstance(err, ValueError) and "Expecting" in str(err):
         return f"a body that is not valid JSON ({err})"
     text = str(err)
