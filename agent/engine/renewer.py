@@ -78,11 +78,14 @@ class Renewer:
 
     @property
     def solver_factory(self) -> Callable[[], Solver]:
-        if self._solver_factory is None:  # built lazily: http01 is imported only when needed
-            from .solvers import solver_factory_for
+        """Built once (orders in several threads share its responder), lazily: http01 is
+        imported only when a certificate is due."""
+        with self._client_lock:
+            if self._solver_factory is None:
+                from .solvers import solver_factory_for
 
-            self._solver_factory = solver_factory_for(self.config, self.backend)
-        return self._solver_factory
+                self._solver_factory = solver_factory_for(self.config, self.backend)
+            return self._solver_factory
 
     def client(self, run: RunContext | None = None) -> AcmeClient:
         """The account-bound client; protocol modules are imported only when needed.
