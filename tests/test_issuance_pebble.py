@@ -218,3 +218,11 @@ def test_store_matches_after_force_loop(setup: Setup) -> None:
         assert setup.renew("--force") == 0
     live = Store(setup.state).current("www")
     assert live is not None and live.version == "0003"
+
+
+def test_many_orders_at_once_share_one_responder(tmp_path: Path, pebble: LocalCA) -> None:
+    """16 certificates, 8 orders at a time, one standalone port: one responder serves all."""
+    certs = "".join(cert_table(f"m{i}", f"m{i}.example.com") for i in range(16))
+    setup = write_config(tmp_path, pebble, certs)
+    assert setup.renew() == 0
+    assert all((setup.live(f"m{i}") / "fullchain.pem").exists() for i in range(16))
