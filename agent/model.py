@@ -206,6 +206,8 @@ class CertStatus:
     last_result: str | None
     last_error: str | None
     deployed: bool | None  # None: no deploy table
+    revoked: bool = False  # the certificate in service was revoked
+    config_error: str | None = None  # its file of certs_dir is in error: not renewed
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)

@@ -1,5 +1,6 @@
 """Configuration: every error names the file and the field, and exits 2."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -192,15 +193,20 @@ def test_certs_dir_files_and_errors(tmp_path: Path) -> None:
     assert names == ["www", "api", "short"]
     api = config.certificate("api")
     assert api is not None and api.renew_before is not None
-    (certs / "www.toml").write_text('domains = ["other.example.com"]\n')
-    with pytest.raises(ConfigError, match=r"www.toml: name: 'www' is used twice"):
-        load(path)
-    (certs / "www.toml").write_text('domains = ["other.example.com"]\nrenew_before = "soon"\n')
-    with pytest.raises(ConfigError, match=r"www.toml: renew_before: 'soon' must be a duration"):
-        load(path)
-    (certs / "www.toml").write_text('domains = ["other.example.com"]\nrenew_before = 2\n')
-    with pytest.raises(ConfigError, match=r"www.toml: renew_before: 2 must be a fraction"):
-        load(path)
+    # A file in error is that file's problem only: the others are loaded as before.
+    for text, message in (
+        ('domains = ["other.example.com"]\n', r"www.toml: name: 'www' is used twice"),
+        ('domains = ["o.example.com"]\nrenew_before = "soon"\n',
+         r"www.toml: renew_before: 'soon' must be a duration"),
+        ('domains = ["o.example.com"]\nrenew_before = 2\n',
+         r"www.toml: renew_before: 2 must be a fraction"),
+        ("domains = [\n", r"www.toml: invalid TOML"),
+    ):  # fmt: skip
+        (certs / "www.toml").write_text(text)
+        config = load(path)
+        assert [c.name for c in config.certificates] == ["www", "api", "short"]
+        assert [p.name for p in config.problems] == ["www"]
+        assert re.search(message, config.problems[0].message), config.problems[0].message
 
 
 def test_missing_certs_dir(tmp_path: Path) -> None:

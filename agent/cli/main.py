@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import Config, load, resolve_config_path
 from ..defaults import CONFIG_ENV, DEFAULT_CONFIG_PATH
-from ..errors import EXIT_FAILED, EXIT_OK, AgentError, StoreError, UsageError
+from ..errors import EXIT_FAILED, EXIT_OK, AgentError, ConfigError, StoreError, UsageError
 from ..model import Outcome, Status
 from . import renew_cache
 from .logfmt import setup_logging
@@ -135,6 +135,18 @@ def run_command(args: argparse.Namespace) -> int:
 
         return run_demo(args.dir)
     path = resolve_config_path(args.config)
+    if args.command == "validate":
+        from .validate import cmd_validate
+
+        return cmd_validate(path)
+    if args.command == "check":
+        from .ops import check_unknown
+
+        try:
+            config = load(path)
+        except ConfigError as err:  # a monitoring plugin says UNKNOWN, in one line
+            return check_unknown(path, str(err))
+        return run_operator_command(config, args)
     if args.command == "run":
         from ..daemon.service import run_daemon
 
@@ -176,14 +188,18 @@ def cmd_renew(
     if target is not None:
         from ..engine.metrics import Metrics
 
-        metrics = Metrics()
+        metrics = Metrics(fleet=config.cluster is not None)
     progress = Progress()
     renewer = Renewer(config, dry_run=dry_run, on_outcome=progress.outcome, metrics=metrics)
-    certs = renewer.select(names)
-    if not certs:
+    broken = problem_outcomes(config, names)
+    selected = [n for n in names if config.problem(n) is None or config.certificate(n)]
+    certs = renewer.select(selected) if selected or not names else []
+    if not certs and not broken:
         log.warning("%s: no certificates configured", config.path)
         return EXIT_OK
-    progress.total = len(certs)
+    progress.total = len(certs) + len(broken)
+    for outcome in broken:
+        progress.outcome(outcome)
     cacheable = renew_cache.cacheable(
         selected=bool(names), force=force, dry_run=dry_run, textfile=target is not None,
         cluster=config.cluster is not None, metrics=config.metrics is not None,
@@ -192,7 +208,7 @@ def cmd_renew(
     paths = (str(config.path), str(config.certs_dir) if config.certs_dir else None,
              str(config.state_dir))  # fmt: skip
     taken = renew_cache.fingerprint(*paths) if cacheable else []
-    outcomes = renewer.run(certs, force=force)
+    outcomes = renewer.run(certs, force=force) + broken
     progress.finish(outcomes)
     if cacheable:
         with contextlib.suppress(AgentError):  # only a cache: the next run goes in full
@@ -201,11 +217,27 @@ def cmd_renew(
         from ..engine.status import gather
 
         metrics.refresh(gather(config))
+        metrics.config_errors.set(len(config.problems))
         try:
             metrics.write_textfile(target)
         except OSError as err:
             raise StoreError(f"{target}: cannot write the metrics textfile ({err})") from None
-    return EXIT_FAILED if any(o.failed for o in outcomes) else EXIT_OK
+    in_error = [p for p in config.problems if not names or p.name in names]
+    return EXIT_FAILED if in_error or any(o.failed for o in outcomes) else EXIT_OK
+
+
+def problem_outcomes(config: Config, names: list[str]) -> list[Outcome]:
+    """A failed outcome for each file of certs_dir in error (of those selected): a fault
+    stays with its certificate, and every other one is renewed as usual."""
+    outcomes = []
+    for problem in config.problems:
+        if names and problem.name not in names:
+            continue
+        log.error("%s", problem.message, extra={"cert": problem.name, "error_type": "config"})
+        if config.certificate(problem.name) is None:  # else: a second file for a name in use
+            detail = f"configuration error: {problem.message}; fix the file (acme-agent validate)"
+            outcomes.append(Outcome(problem.name, Status.FAILED, detail, error_type="config"))
+    return outcomes
 
 
 class Progress:

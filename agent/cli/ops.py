@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from ..config import Config
@@ -14,6 +16,15 @@ from ..model import REVOCATION_REASONS
 
 
 def add_operator_commands(commands: Any) -> None:
+    commands.add_parser(
+        "validate",
+        help="check the configuration (every file of certs_dir too): one line per problem",
+        description="Parse and check the whole configuration without touching the state or the "
+        "network: the main file, every file of certs_dir, and the secret files they name (EAB "
+        "HMAC key, Redis password, cluster key). Prints one line per problem, naming the file "
+        "and the field, and exits 2 when there is any; 0 and a summary otherwise. systemd's "
+        "ExecReload runs it first, so `systemctl reload` fails on a bad edit.",
+    )
     status = commands.add_parser(
         "status",
         help="show every certificate: expiry, next renewal and why, last attempt",
@@ -94,7 +105,7 @@ def cmd_status(config: Config, as_json: bool) -> int:
 
 def cmd_check(config: Config, warn: str | None, crit: str | None) -> int:
     from ..engine.status import gather
-    from ..policy.check import evaluate, parse_threshold
+    from ..policy.check import evaluate, parse_threshold, perfdata
 
     try:
         warn_t = parse_threshold(warn) if warn else None
@@ -104,10 +115,40 @@ def cmd_check(config: Config, warn: str | None, crit: str | None) -> int:
             'check: --warn/--crit take a duration ("10d", "12h") or a fraction of the '
             "lifetime between 0 and 1"
         ) from None
+    unreadable = _unreadable_state(config.state_dir)
+    if unreadable is not None:
+        print(f"UNKNOWN: {unreadable}")
+        return UNKNOWN
     now = datetime.now(UTC)
-    code, summary = evaluate(gather(config, now), now, warn_t, crit_t)
-    print(summary)
+    statuses = gather(config, now)
+    code, summary = evaluate(statuses, now, warn_t, crit_t)
+    data = perfdata(statuses, warn_t, crit_t)
+    print(f"{summary} | {data}" if data else summary)
     return code
+
+
+# Monitoring plugins' exit code when the state of what they check cannot be known.
+UNKNOWN = 3
+NEEDS_ACCESS = "run check as root, or give the monitoring user read access to it"
+
+
+def check_unknown(path: Path, message: str) -> int:
+    """`check` could not read the configuration: UNKNOWN, one line."""
+    print(f"UNKNOWN: {message}; {NEEDS_ACCESS}")
+    return UNKNOWN
+
+
+def _unreadable_state(state_dir: Path) -> str | None:
+    """Why the state cannot be read by this user (None: it can, or there is none yet)."""
+    for folder in (state_dir, state_dir / "live"):
+        try:
+            with os.scandir(folder) as entries:
+                next(entries, None)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            return f"{folder}: cannot read the state ({err.strerror}); {NEEDS_ACCESS}"
+    return None
 
 
 def cmd_account(config: Config, action: str, yes: bool, as_json: bool) -> int:

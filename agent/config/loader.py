@@ -32,6 +32,7 @@ from .types import (
     AcmeConfig,
     CertificateConfig,
     Config,
+    ConfigProblem,
     Http01Config,
     MetricsConfig,
 )
@@ -116,13 +117,15 @@ def load(path: Path, files: Mapping[str, str] | None = None) -> Config:
         parse_certificate(entry, where, f"certificate[{i}].") for i, entry in enumerate(entries)
     )
     certs_dir = _relative_to(Path(certs_dir_text), path.parent) if certs_dir_text else None
-    if certs_dir is not None:
-        certificates += load_certs_dir(certs_dir, http01, where, sources)
     _check_certificates(certificates, http01)
+    problems: tuple[ConfigProblem, ...] = ()
+    if certs_dir is not None:
+        dropped, problems = load_certs_dir(certs_dir, http01, where, sources, certificates)
+        certificates += dropped
     state = _relative_to(state_dir, path.parent)
     return Config(
         path, state, acme, http01, certificates, hooks, certs_dir, metrics, log_format, cluster,
-        sources.read,
+        sources.read, problems,
     )  # fmt: skip
 
 
@@ -302,9 +305,15 @@ def _renew_before(table: _Table) -> RenewBefore | None:
 
 
 def load_certs_dir(
-    folder: Path, http01: Http01Config, where: str, sources: Sources | None = None
-) -> tuple[CertificateConfig, ...]:
-    """One certificate per ``*.toml`` file in ``folder``; ``name`` defaults to the file stem."""
+    folder: Path,
+    http01: Http01Config,
+    where: str,
+    sources: Sources | None = None,
+    taken: tuple[CertificateConfig, ...] = (),
+) -> tuple[tuple[CertificateConfig, ...], tuple[ConfigProblem, ...]]:
+    """One certificate per ``*.toml`` file in ``folder``; ``name`` defaults to the file stem.
+    A file in error is that certificate's problem only: it is returned among the problems
+    and every other file still counts (``taken``: certificates defined before these)."""
     sources = sources or Sources()
     try:
         files = sources.listing(folder)
@@ -314,12 +323,34 @@ def load_certs_dir(
         ) from None
     except OSError as err:
         raise ConfigError(f"{where}: certs_dir: cannot read {folder}: {err.strerror}") from None
-    certs = []
+    certs: list[CertificateConfig] = []
+    problems: list[ConfigProblem] = []
+    first = {c.name: c for c in taken}
     for path in files:
-        cert = parse_certificate(sources.toml(path), str(path), "", default_name=path.stem)
-        check_wildcards(cert, http01)
+        try:
+            cert = parse_certificate(sources.toml(path), str(path), "", default_name=path.stem)
+            check_wildcards(cert, http01)
+            _check_unique(cert, first)
+        except ConfigError as err:
+            problems.append(ConfigProblem(_name_of(path, sources), path, str(err)))
+            continue
+        first[cert.name] = cert
         certs.append(cert)
-    return tuple(certs)
+    return tuple(certs), tuple(problems)
+
+
+def _name_of(path: Path, sources: Sources) -> str:
+    """The certificate a broken file defines: its ``name`` if that much can be read, else
+    the file's stem (the default name)."""
+    text = sources.read.get(str(path))
+    if text is not None:
+        try:
+            name = tomllib.loads(text).get("name")
+        except (tomllib.TOMLDecodeError, RecursionError):
+            name = None
+        if isinstance(name, str) and _NAME_RE.match(name):
+            return name
+    return path.stem
 
 
 def check_domain(value: Any, table: _Table, key: str) -> str:
@@ -340,13 +371,16 @@ def check_domain(value: Any, table: _Table, key: str) -> str:
 def _check_certificates(certs: tuple[CertificateConfig, ...], http01: Http01Config) -> None:
     first: dict[str, CertificateConfig] = {}
     for cert in certs:
-        if cert.name in first:
-            raise ConfigError(
-                f"{cert.field('name')}: {cert.name!r} is used twice "
-                f"(also in {first[cert.name].source})"
-            )
+        _check_unique(cert, first)
         first[cert.name] = cert
         check_wildcards(cert, http01)
+
+
+def _check_unique(cert: CertificateConfig, first: Mapping[str, CertificateConfig]) -> None:
+    if cert.name in first:
+        raise ConfigError(
+            f"{cert.field('name')}: {cert.name!r} is used twice (also in {first[cert.name].source})"
+        )
 
 
 def check_wildcards(cert: CertificateConfig, http01: Http01Config) -> None:

@@ -71,6 +71,15 @@ class CertificateConfig:
 
 
 @dataclass(frozen=True)
+class ConfigProblem:
+    """A file of ``certs_dir`` in error: that certificate's problem, nobody else's."""
+
+    name: str  # the certificate it defines (its name, or the file's stem)
+    path: Path
+    message: str  # one line naming the file and the field
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     state_dir: Path
@@ -85,6 +94,7 @@ class Config:
     # The text of every file read (path -> TOML), so the configuration in force can be
     # handed to the daemon's worker without reading the disk again (never logged).
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    problems: tuple[ConfigProblem, ...] = ()  # files of certs_dir in error (not loaded)
 
     @functools.cached_property
     def _by_name(self) -> dict[str, CertificateConfig]:
@@ -92,3 +102,6 @@ class Config:
 
     def certificate(self, name: str) -> CertificateConfig | None:
         return self._by_name.get(name)
+
+    def problem(self, name: str) -> ConfigProblem | None:
+        return next((p for p in self.problems if p.name == name), None)

@@ -21,6 +21,7 @@ import select
 import signal
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -66,7 +67,7 @@ class Daemon:
         if config.metrics is not None:
             from ..engine.metrics import Metrics
 
-            self.metrics = Metrics()
+            self.metrics = Metrics(fleet=config.cluster is not None)
         self.schedule = Schedule(self._planner(config), self._job)
         self._start_responder(config)
 
@@ -143,7 +144,7 @@ class Daemon:
         self._fleet.start()
 
     def _cluster_up(self, up: bool) -> None:
-        if self.metrics is not None:
+        if self.metrics is not None and self.metrics.cluster_connected is not None:
             self.metrics.cluster_connected.set(1 if up else 0)
 
     # -- batches ------------------------------------------------------------------------
@@ -224,7 +225,9 @@ class Daemon:
             sdnotify.notify("READY=1")
             return
         old = self.config
+        new = keep_previous_definitions(old, new)
         self.config = new
+        self._report_problems()
         if (new.acme, new.http01, new.state_dir, new.cluster) != (
             old.acme, old.http01, old.state_dir, old.cluster,
         ):  # fmt: skip
@@ -252,17 +255,32 @@ class Daemon:
     def status_line(self) -> str:
         upcoming = self.schedule.upcoming()
         failing = sum(1 for s in self.schedule.states.values() if s.failures)
+        errors = len(self.config.problems)
+        notes = (f"; {failing} failing" if failing else "") + (
+            f"; {errors} with configuration errors (acme-agent validate)" if errors else ""
+        )
         if not upcoming:
-            return f"STATUS={len(self.config.certificates)} certificates, nothing scheduled"
+            return f"STATUS={len(self.config.certificates)} certificates, nothing scheduled{notes}"
         when, name = min(upcoming)
         text = (
             f"{len(self.config.certificates)} certificates; "
             f"next: {name} at {when:%Y-%m-%d %H:%M:%S} UTC"
         )
-        return f"STATUS={text}" + (f"; {failing} failing" if failing else "")
+        return f"STATUS={text}{notes}"
+
+    def _report_problems(self) -> None:
+        """Each file of certs_dir in error, once per (re)load; the others carry on."""
+        for problem in self.config.problems:
+            if self.config.certificate(problem.name) is None:
+                fields = {"cert": problem.name, "error_type": "config"}
+                log.error("%s; %s is not renewed until the file is fixed", problem.message,
+                          problem.name, extra=fields)  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.config_errors.set(len(self.config.problems))
 
     def run(self) -> int:
         self._install_signals()
+        self._report_problems()
         if self.metrics is not None and self.config.metrics is not None:
             settings = self.config.metrics
             self.metrics.serve(settings.listen_host, settings.listen_port)
@@ -322,6 +340,25 @@ class Waker:
         with contextlib.suppress(BlockingIOError):
             while os.read(self._read, 4096):
                 pass
+
+
+def keep_previous_definitions(old: Config, new: Config) -> Config:
+    """A file of certs_dir that is in error after an edit keeps its certificate's previous
+    definition in force (and the text the worker is handed): a typo never stops the
+    renewal of a certificate that was fine."""
+    kept = []
+    sources = dict(new.sources)
+    for problem in new.problems:
+        before = old.certificate(problem.name)
+        if new.certificate(problem.name) is None and before is not None:
+            kept.append(before)
+            if before.source in old.sources:
+                sources[before.source] = old.sources[before.source]
+            log.error("configuration not reloaded for %s: %s; its previous definition stays "
+                      "in force", problem.name, problem.message)  # fmt: skip
+    if not kept:
+        return new
+    return replace(new, certificates=new.certificates + tuple(kept), sources=sources)
 
 
 def run_daemon(config_path: Path) -> int:

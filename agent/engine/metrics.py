@@ -15,12 +15,13 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    generate_latest,
     start_http_server,
-    write_to_textfile,
 )
 
 from ..errors import ConfigError
 from ..model import Status
+from ..store.files import write_file_atomic
 
 if TYPE_CHECKING:
     from ..model import CertRecord, CertStatus, Outcome
@@ -30,7 +31,9 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, *, fleet: bool = False) -> None:
+        """``fleet``: this host is one of a ``[cluster]`` (only then is the Redis connection
+        gauge exported, so that its alert cannot fire on hosts without one)."""
         self.registry = CollectorRegistry()
         self.samples: list[tuple[str, float]] = []
         r = self.registry
@@ -62,11 +65,17 @@ class Metrics:
             "Duration of ACME protocol steps (including retries)", ["step"],
             buckets=DURATION_BUCKETS, registry=r,
         )  # fmt: skip
-        self.cluster_connected = Gauge(
-            "acme_agent_cluster_connected",
-            "Fleet mode: 1 while Redis is reachable, 0 while not (what is in service is kept)",
-            registry=r,
+        self.config_errors = Gauge(
+            "acme_agent_config_errors",
+            "Files of certs_dir in error: their certificates are not renewed", registry=r,
         )  # fmt: skip
+        self.cluster_connected: Gauge | None = None
+        if fleet:
+            self.cluster_connected = Gauge(
+                "acme_agent_cluster_connected",
+                "Fleet mode: 1 while Redis is reachable, 0 while not (what is in service is kept)",
+                registry=r,
+            )  # fmt: skip
         self.last_run = Gauge(
             "acme_agent_last_run_timestamp_seconds",
             "When the agent last checked its certificates (Unix time)", registry=r,
@@ -116,8 +125,9 @@ class Metrics:
             self.last_success.labels(name).set(1 if ok else 0)
 
     def write_textfile(self, path: Path) -> None:
-        """node_exporter's textfile collector reads *.prom; written atomically."""
-        write_to_textfile(str(path), self.registry)
+        """node_exporter's textfile collector reads *.prom (as its own user, e.g.
+        ``prometheus``): written atomically, mode 0644 whatever the umask."""
+        write_file_atomic(path, generate_latest(self.registry), 0o644)
 
     def serve(self, host: str, port: int) -> None:
         """Serve /metrics; the daemon is alive while this answers, so last_run is now."""

@@ -4,10 +4,11 @@ to the CA). The thresholds of `check` are in :mod:`agent.policy.check`."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from ..config.types import CertificateConfig, Config
-from ..model import CertStatus
+from ..model import CertRecord, CertStatus
 from ..policy.check import human
 from ..store.attempts import load_attempt
 from ..store.certs import Store
@@ -17,45 +18,72 @@ from .plan import Planner
 def gather(
     config: Config, now: datetime | None = None, names: set[str] | None = None
 ) -> list[CertStatus]:
+    """Every configured certificate, and every file of certs_dir in error (by the name
+    it defines), as the state on disk has them at ``now``."""
     when = now or datetime.now(UTC)
     planner = Planner(Store(config.state_dir), config.acme.directory, lambda: when)
     certs = [c for c in config.certificates if names is None or c.name in names]
-    return [_one(planner, cert, when) for cert in certs]
+    statuses = [_one(planner, cert, when) for cert in certs]
+    for problem in config.problems:
+        if config.certificate(problem.name) is None and (names is None or problem.name in names):
+            statuses.append(_broken(planner.store, problem.name, problem.message, when))
+    return statuses
 
 
 def _one(planner: Planner, cert: CertificateConfig, now: datetime) -> CertStatus:
     store = planner.store
     current = store.record(cert.name)
-    attempt = load_attempt(store, cert.name)
     plan = planner.plan(cert, current, offline=True)
     deployed = None
     if cert.deploy is not None:
         folder = store.live_folder(cert.name)
         deployed = folder is not None and store.deployed_version(cert.name) == folder.name
+    when = (plan.next_time or now).isoformat()
+    return _status(store, cert.name, list(cert.domains), current, now, when,
+                   plan.reason or plan.why, deployed, plan.why == "revoked")  # fmt: skip
+
+
+def _broken(store: Store, name: str, message: str, now: datetime) -> CertStatus:
+    """A certificate whose file is in error: what is in service, and that it is not renewed."""
+    current = store.record(name)
+    domains = sorted(current.domains) if current else []
+    status = _status(store, name, domains, current, now, None, "configuration error", None)
+    return replace(status, config_error=message, next_renewal=None)
+
+
+def _status(
+    store: Store, name: str, domains: list[str], current: CertRecord | None, now: datetime,
+    next_renewal: str | None, why: str, deployed: bool | None, revoked: bool = False,
+) -> CertStatus:  # fmt: skip
+    attempt = load_attempt(store, name)
+    last = {
+        "last_attempt": attempt.at if attempt else None,
+        "last_result": attempt.result if attempt else None,
+        "last_error": attempt.detail if attempt and attempt.failed else None,
+    }
     if current is None:
+        empty = dict.fromkeys(("key_type", "issuer", "serial", "not_before", "not_after"))
         return CertStatus(
-            cert.name, list(cert.domains), None, None, None, None, None, None, None,
-            now.isoformat(), plan.reason or "", attempt.at if attempt else None,
-            attempt.result if attempt else None,
-            attempt.detail if attempt and attempt.failed else None, deployed,
+            name, domains, **empty, seconds_left=None, lifetime_seconds=None,
+            next_renewal=next_renewal or now.isoformat(), next_renewal_reason=why, **last,
+            deployed=deployed,
         )  # fmt: skip
     c = current
     return CertStatus(
-        name=cert.name,
-        domains=sorted(current.domains),
-        key_type=current.key_type,
+        name=name,
+        domains=sorted(c.domains),
+        key_type=c.key_type,
         issuer=c.issuer,
         serial=c.serial,
         not_before=c.not_before.isoformat(),
         not_after=c.not_after.isoformat(),
         seconds_left=(c.not_after - now).total_seconds(),
         lifetime_seconds=(c.not_after - c.not_before).total_seconds(),
-        next_renewal=(plan.next_time or now).isoformat(),
-        next_renewal_reason=plan.reason or plan.why,
-        last_attempt=attempt.at if attempt else None,
-        last_result=attempt.result if attempt else None,
-        last_error=attempt.detail if attempt and attempt.failed else None,
+        next_renewal=next_renewal,
+        next_renewal_reason=why,
+        **last,
         deployed=deployed,
+        revoked=revoked,
     )
 
 
@@ -66,6 +94,8 @@ def table(statuses: list[CertStatus]) -> str:
         last = "-" if s.last_result is None else s.last_result
         if s.last_error:
             last += f": {s.last_error}"
+        if s.config_error:
+            last = f"not renewed: configuration error: {s.config_error}"
         if s.deployed is False:
             last += " (issued, not deployed)"
         rows.append((

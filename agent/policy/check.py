@@ -43,27 +43,44 @@ def _below(status: CertStatus, threshold: Threshold) -> bool:
     return status.seconds_left < threshold * status.lifetime_seconds
 
 
+# A reason quoted in a WARNING/CRITICAL line is cut to this many characters.
+MAX_REASON = 160
+
+
+def _reason(text: str, name: str) -> str:
+    text = text.removeprefix(f"{name}: ")
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
+
+
 def evaluate(
     statuses: list[CertStatus],
     now: datetime,
     warn: Threshold | None = None,
     crit: Threshold | None = None,
 ) -> tuple[int, str]:
-    """Nagios-style: (0 OK | 1 WARNING | 2 CRITICAL, one line naming what is at fault)."""
+    """Nagios-style: (0 OK | 1 WARNING | 2 CRITICAL, one line naming what is at fault and
+    why: the CA's or the configuration's own words where there are some)."""
     critical, warning = [], []
     for s in statuses:
-        if s.seconds_left is None:
-            critical.append(f"{s.name} has no certificate")
+        failed = f" (last attempt failed: {_reason(s.last_error, s.name)})" if s.last_error else ""
+        if s.config_error and s.seconds_left is None:
+            critical.append(f"{s.name} has no certificate: {_reason(s.config_error, s.name)}")
+        elif s.seconds_left is None:
+            critical.append(f"{s.name} has no certificate{failed}")
         elif s.seconds_left <= 0:
-            critical.append(f"{s.name} expired")
+            critical.append(f"{s.name} expired{failed}")
+        elif s.revoked:
+            critical.append(f"{s.name}: the certificate in service was revoked{failed}")
         elif _below(s, crit if crit is not None else CRITICAL_SHARE):
-            critical.append(f"{s.name} expires in {human(s.seconds_left)}")
+            critical.append(f"{s.name} expires in {human(s.seconds_left)}{failed}")
+        elif s.config_error:
+            warning.append(f"{s.name} is not renewed: {_reason(s.config_error, s.name)}")
         elif warn is not None and _below(s, warn):
-            warning.append(f"{s.name} expires in {human(s.seconds_left)}")
+            warning.append(f"{s.name} expires in {human(s.seconds_left)}{failed}")
         elif warn is None and s.next_renewal and datetime.fromisoformat(s.next_renewal) <= now:
-            warning.append(f"{s.name} is past its renewal time")
+            warning.append(f"{s.name} is past its renewal time{failed}")
         elif s.last_error:
-            warning.append(f"{s.name} last renewal failed")
+            warning.append(f"{s.name} last renewal failed: {_reason(s.last_error, s.name)}")
         elif s.deployed is False:
             warning.append(f"{s.name} is issued but not deployed")
     if critical:
@@ -72,3 +89,35 @@ def evaluate(
         return WARNING, "WARNING: " + "; ".join(warning)
     soonest = min((s.seconds_left for s in statuses if s.seconds_left), default=None)
     return OK, f"OK: {len(statuses)} certificates, soonest expiry in {human(soonest)}"
+
+
+def _seconds(status: CertStatus, threshold: Threshold) -> float:
+    assert status.lifetime_seconds is not None
+    if isinstance(threshold, timedelta):
+        return threshold.total_seconds()
+    return threshold * status.lifetime_seconds
+
+
+def perfdata(
+    statuses: list[CertStatus], warn: Threshold | None = None, crit: Threshold | None = None
+) -> str:
+    """Performance data, one ``name=<seconds left>s;<warn>:;<crit>:;0;<lifetime>`` per
+    certificate in service (Nagios ranges: alert below the value). Without ``warn`` the
+    WARNING threshold is the time left at the certificate's next renewal."""
+    items = []
+    for s in statuses:
+        if s.seconds_left is None or not s.lifetime_seconds or s.not_after is None:
+            continue
+        if warn is not None:
+            warn_s = _seconds(s, warn)
+        elif s.next_renewal is not None:
+            warn_s = datetime.fromisoformat(s.not_after) - datetime.fromisoformat(s.next_renewal)
+            warn_s = warn_s.total_seconds()
+        else:
+            warn_s = 0.0
+        crit_s = _seconds(s, crit if crit is not None else CRITICAL_SHARE)
+        items.append(
+            f"{s.name}={int(s.seconds_left)}s;{int(warn_s)}:;{int(crit_s)}:;0;"
+            f"{int(s.lifetime_seconds)}"
+        )
+    return " ".join(items)
