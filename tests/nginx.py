@@ -65,7 +65,7 @@ class Nginx:
     def write_conf(self, extra: str = "") -> None:
         d = self.dir
         self.conf.write_text(f"""
-user root;
+user www-data;  # as Debian ships it: the workers are unprivileged
 worker_processes 1;
 pid {d}/nginx.pid;
 error_log {d}/error.log;

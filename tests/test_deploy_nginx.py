@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import ssl
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,16 +120,22 @@ def test_broken_nginx_config_rolls_back_then_retries_without_new_order(
 
 
 def test_webroot_variant(tmp_path: Path, pebble: LocalCA) -> None:
-    webroot = tmp_path / "webroot"
-    webroot.mkdir()
+    """As on a Debian host: a webroot root owns (0755, like /var/www/acme), nginx workers
+    as www-data, the agent under umask 077 creating .well-known/acme-challenge/ in it."""
+    webroot = Path(tempfile.mkdtemp(prefix="acme-agent-webroot-", dir="/tmp"))
+    os.chmod(webroot, 0o755)
     ngx = start_nginx(tmp_path, pebble, snippet("webroot", webroot=webroot))
     try:
         http01 = f'mode = "webroot"\nwebroot = "{webroot}"\n'
         setup = write_config(tmp_path, pebble, cert_with_deploy(ngx), http01=http01)
         assert setup.renew() == 0
         assert ngx.serial("www.example.com") == live_serial(setup)
+        for level in (webroot / ".well-known", webroot / ".well-known" / "acme-challenge"):
+            assert level.stat().st_mode & 0o777 == 0o755
+        assert list((webroot / ".well-known" / "acme-challenge").iterdir()) == []  # cleaned up
     finally:
         ngx.stop()
+        shutil.rmtree(webroot, ignore_errors=True)
 
 
 def test_owner_group_mode_and_hooks(tmp_path: Path, pebble: LocalCA) -> None:

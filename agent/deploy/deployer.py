@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import grp
 import logging
+import os
 import pwd
 import socket
 import ssl
@@ -26,7 +27,7 @@ from cryptography import x509
 from ..config.deploy import CERT_MODE, DeployConfig
 from ..config.types import CertificateConfig
 from ..errors import StoreError
-from ..store.files import SWAP_LOCK, FileWrite, write_file_atomic, write_files_atomic
+from ..store.files import SWAP_LOCK, FileWrite, describe, write_file_atomic, write_files_atomic
 from . import commands
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ class DeployItem:
     cert: CertificateConfig
     folder: Path
     serial: int
+    # The version deployed before (its archive folder): what the targets hold now, for a
+    # rollback when they cannot be read back (owned by another user, and no CAP_DAC_*).
+    previous: Path | None = None
 
     @property
     def config(self) -> DeployConfig:
@@ -58,6 +62,7 @@ class _Backup:
     mode: int = 0o600
     uid: int = -1
     gid: int = -1
+    unknown: bool = False  # it exists, but what it holds could not be read: no rollback
 
 
 @dataclass
@@ -128,9 +133,10 @@ class Deployer:
             FileWrite(p, data, mode, uid, gid)
             for p, data, mode in target_files(config, item.folder)
         ]
-        backups = [_backup(w.path) for w in writes]
+        before = _previous_contents(config, item.previous)
+        backups = [_backup(w.path, before.get(w.path)) for w in writes]
         for write in writes:
-            write.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            make_folders(write.path.parent)
         try:
             with SWAP_LOCK:
                 write_files_atomic(writes)
@@ -205,17 +211,58 @@ class Deployer:
             log.error("%s: deploy hook failed: %s", item.cert.name, outcome.summary)
 
 
-def _backup(path: Path) -> _Backup:
+def _previous_contents(config: DeployConfig, previous: Path | None) -> dict[Path, bytes]:
+    """What each target held after the previous deployment (from our own archive)."""
+    if previous is None:
+        return {}
+    try:
+        return {path: data for path, data, _ in target_files(config, previous)}
+    except OSError:
+        return {}
+
+
+def _backup(path: Path, deployed_before: bytes | None = None) -> _Backup:
+    """The file as it is now, to put back on failure. Its owner and mode come from stat
+    (no read needed); its content is read, or, when this process may not read it (the
+    unit has no CAP_DAC_*: root cannot read a file it chowned to www-data with mode
+    0600), taken from the version deployed before."""
     try:
         info = path.stat()
-        return _Backup(path, path.read_bytes(), info.st_mode & 0o777, info.st_uid, info.st_gid)
     except FileNotFoundError:
         return _Backup(path, None)
+    mode, uid, gid = info.st_mode & 0o777, info.st_uid, info.st_gid
+    try:
+        return _Backup(path, path.read_bytes(), mode, uid, gid)
+    except PermissionError:
+        if deployed_before is None:
+            log.warning("%s: cannot read it (owned by uid %d, mode %04o) and no earlier "
+                        "deployment of ours to restore from; no rollback for it", path, uid,
+                        mode)  # fmt: skip
+        return _Backup(path, deployed_before, mode, uid, gid, deployed_before is None)
+
+
+def make_folders(folder: Path) -> None:
+    """``folder`` and any missing parent, each 0755 whatever the umask (a server's
+    workers must reach the certificate; the key files protect themselves)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for level in reversed(missing):
+        try:
+            level.mkdir(mode=0o755)
+            os.chmod(level, 0o755)
+        except FileExistsError:
+            pass
+        except OSError as err:
+            raise StoreError(describe(err, level)) from None
 
 
 def _restore(backups: list[_Backup]) -> None:
     for backup in reversed(backups):
         try:
+            if backup.unknown:
+                continue  # nothing known to put back: leave what is there
             if backup.content is None:
                 with contextlib.suppress(FileNotFoundError):
                     backup.path.unlink()

@@ -37,7 +37,9 @@ def deploy_pending(
         for cert in certs:
             folder, current = store.live_folder(cert.name), store.record(cert.name)
             if folder is not None and current is not None:
-                items.append(DeployItem(cert, folder, int(current.serial, 16)))
+                deployed = store.deployed_version(cert.name)
+                previous = store.archive_dir(cert.name) / deployed if deployed else None
+                items.append(DeployItem(cert, folder, int(current.serial, 16), previous))
         result = Deployer().deploy(items)
         updated = {}
         for item in items:

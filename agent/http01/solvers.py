@@ -9,8 +9,10 @@ the tokens, ``cleanup`` after.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -124,41 +126,118 @@ def _daemon_serves(tokens_dir: Path, host: str, port: int) -> bool:
     return (owner_host, int(owner_port)) == (host, port)
 
 
+# What the web server's workers (e.g. www-data) must be able to read, whatever our umask.
+PUBLIC_DIR_MODE = 0o755
+TOKEN_MODE = 0o644
+_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
 class WebrootSolver:
-    """Writes token files where a web server (nginx) already serves them."""
+    """Writes token files where a web server (nginx) already serves them:
+    ``<webroot>/.well-known/acme-challenge/<token>``, folders 0755 and files 0644 whatever
+    the umask (nginx workers run unprivileged).
+
+    The webroot's owner may be another user (www-data), so nothing here follows a link:
+    each level is opened with ``O_NOFOLLOW`` relative to the one above, a level that is a
+    symlink or not owned by us (or root) is refused, and token files are created with
+    ``O_EXCL|O_NOFOLLOW`` and removed relative to their folder.
+    """
 
     def __init__(self, webroot: Path) -> None:
-        self.folder = webroot / ".well-known" / "acme-challenge"
-        self._written: list[Path] = []
+        self.webroot = webroot
+        self.levels: tuple[str, ...] = (".well-known", "acme-challenge")
+        self._fd: int | None = None  # the token folder, open from present to cleanup
+        self._written: list[str] = []
+
+    @property
+    def folder(self) -> Path:
+        return self.webroot.joinpath(*self.levels)
 
     @classmethod
     def into(cls, folder: Path) -> WebrootSolver:
         """Token files directly in ``folder`` (the daemon's hand-over directory)."""
         solver = cls(folder)
-        solver.folder = folder
+        solver.levels = ()
         return solver
 
     def present(self, challenges: Sequence[Challenge]) -> None:
+        for challenge in challenges:  # never let a CA string pick a path
+            if not TOKEN_RE.match(challenge.token):
+                raise IssuanceError(f"{challenge.domain}: refusing an unsafe challenge token")
         try:
-            self.folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+            if self._fd is None:
+                self._fd = self._open_folder()
             for challenge in challenges:
-                if not TOKEN_RE.match(challenge.token):  # never let a CA string pick a path
-                    raise IssuanceError(f"{challenge.domain}: refusing an unsafe challenge token")
-                path = self.folder / challenge.token
-                path.write_text(challenge.key_authorization)
-                path.chmod(0o644)
-                self._written.append(path)
+                self._write(self._fd, challenge.token, challenge.key_authorization.encode())
+                self._written.append(challenge.token)
         except OSError as err:
             raise ConfigError(
-                f"[http01] webroot: cannot write {self.folder} ({err.strerror}); "
-                "check the path exists and is writable by the agent"
+                f"[http01] webroot: cannot write {self.folder} ({err.strerror}); check the "
+                "path exists and is writable by the agent (and in ReadWritePaths= under systemd)"
             ) from None
 
+    def _open_folder(self) -> int:
+        fd = os.open(self.webroot, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for name in self.levels:
+                fd = _open_level(fd, name, self.webroot)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    @staticmethod
+    def _write(folder_fd: int, token: str, data: bytes) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(token, dir_fd=folder_fd)  # a leftover of a killed run
+        fd = os.open(token, flags, TOKEN_MODE, dir_fd=folder_fd)
+        try:
+            os.fchmod(fd, TOKEN_MODE)  # the umask narrowed it
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+
     def cleanup(self) -> None:
-        for path in self._written:
+        if self._fd is None:
+            return
+        for token in self._written:
             with contextlib.suppress(OSError):
-                path.unlink()
+                os.unlink(token, dir_fd=self._fd)
         self._written.clear()
+        os.close(self._fd)
+        self._fd = None
+
+
+def _open_level(parent_fd: int, name: str, webroot: Path) -> int:
+    """``name`` under ``parent_fd`` (closed here), created 0755 if missing; never a link,
+    never a folder another user could swap things in."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, PUBLIC_DIR_MODE, dir_fd=parent_fd)
+    try:
+        fd = os.open(name, _NOFOLLOW_DIR, dir_fd=parent_fd)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise IssuanceError(
+                f"[http01] webroot: {webroot}/.../{name} is a symlink or not a folder; "
+                "refusing to follow it (remove it: the agent creates it)"
+            ) from None
+        raise
+    finally:
+        os.close(parent_fd)
+    info = os.fstat(fd)
+    if info.st_uid not in (0, os.geteuid()):
+        os.close(fd)
+        raise IssuanceError(
+            f"[http01] webroot: {webroot}/.../{name} belongs to uid {info.st_uid}, who could "
+            f"swap the token files for links; fix with: chown root {webroot}/.well-known "
+            f"{webroot}/.well-known/acme-challenge"
+        )
+    if stat.S_IMODE(info.st_mode) != PUBLIC_DIR_MODE and info.st_uid == os.geteuid():
+        os.fchmod(fd, PUBLIC_DIR_MODE)  # e.g. made 0700 under umask 077 by an older version
+    return fd
 
 
 class NoSolver:

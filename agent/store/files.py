@@ -33,8 +33,13 @@ def describe(err: OSError, path: Path) -> str:
         return (
             f"{path}: no space left on the device; free some space (the previous files are intact)"
         )
-    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"{path}: not writable ({err.strerror}); check permissions or ReadWritePaths"
+    if err.errno == errno.EROFS:
+        return (
+            f"{path}: read-only file system; under systemd, add it (or its folder) to "
+            "ReadWritePaths= of acme-agent.service (systemctl edit acme-agent)"
+        )
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"{path}: not writable ({err.strerror}); check permissions or ReadWritePaths="
     return f"{path}: {err.strerror or err}"
 
 
