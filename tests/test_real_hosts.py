@@ -84,7 +84,8 @@ def public_dir() -> Iterator[Path]:
 def test_monitoring_as_an_unprivileged_user(public_dir: Path, pebble: LocalCA) -> None:
     require_setpriv()
     textfile = public_dir / "metrics" / "acme.prom"
-    textfile.parent.mkdir(mode=0o755)
+    textfile.parent.mkdir()
+    os.chmod(textfile.parent, 0o755)  # the suite's umask is the agent's (077)
     setup = write_config(public_dir, pebble, cert_table("mon", "mon.example.com"))
     setup.config.write_text(setup.config.read_text() + f'\n[metrics]\ntextfile = "{textfile}"\n')
     assert agent(setup, "renew").returncode == 0
