@@ -34,14 +34,21 @@ def work(request: dict[str, Any]) -> int:
         setup_logging(int(request.get("verbose", 0)), False, config.log_format)
     metrics = Metrics()  # request durations, handed to the daemon
 
+    held: set[str] = set()  # outcomes that deployment may still change: sent after it
+
     def report(outcome: Outcome) -> None:
-        emit({"outcome": outcome.to_json()})
+        cert = config.certificate(outcome.name)
+        if cert is not None and cert.deploy is not None and not outcome.failed:
+            held.add(outcome.name)
+        else:
+            emit({"outcome": outcome.to_json()})
 
     renewer = Renewer(config, metrics=metrics, on_outcome=report)
     try:
         outcomes = renewer.run(renewer.select(request["names"]))
-        for outcome in outcomes:  # deployment may have changed an outcome
-            report(outcome)
+        for outcome in outcomes:
+            if outcome.name in held:
+                emit({"outcome": outcome.to_json()})
     finally:
         emit({"durations": metrics.samples})
     return EXIT_FAILED if any(o.failed for o in outcomes) else EXIT_OK

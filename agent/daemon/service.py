@@ -170,24 +170,24 @@ class Daemon:
                 self.wake.set()  # refresh STATUS
 
     def _run_batch(self, names: list[str]) -> None:
-        result = self._worker.run(self.config, names)
+        result = self._worker.run(self.config, names, self._after)
         if self.metrics is not None:
             self.metrics.observe_samples(result.durations)
         for name in names:
             cert = self.config.certificate(name)  # the config may have changed meanwhile
-            if cert is None:
-                continue
-            outcome = result.outcomes.get(name)
-            if outcome is None:  # the worker died (or refused the run) before reporting
+            if cert is not None and name not in result.reported:
+                # The worker died (or refused the whole run) before reporting it.
                 error = f"the renewal worker exited with {result.exit_code}; see the log"
                 self.schedule.schedule_retry(cert, error)
-                continue
-            if self.metrics is not None:
-                self.metrics.observe_outcome(outcome)
-            self._after(cert, outcome)
         self._refresh_metrics(names)
 
-    def _after(self, cert: Any, outcome: Outcome) -> None:
+    def _after(self, outcome: Outcome) -> None:
+        """One certificate's outcome from the worker: when to look at it next."""
+        cert = self.config.certificate(outcome.name)  # the config may have changed meanwhile
+        if cert is None:
+            return
+        if self.metrics is not None:
+            self.metrics.observe_outcome(outcome)
         if outcome.status == Status.WAITING:
             # Another host holds the lease: its result arrives by pub/sub; look again
             # when its lease would have run out (it may have died).

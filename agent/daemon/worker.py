@@ -7,9 +7,12 @@ The protocol, over the child's pipes:
 - stdin, one JSON document: ``{"config": PATH, "files": {PATH: TOML, ...}, "names": [...],
   "verbose": N}``: the configuration in force (as the daemon loaded it; the worker never
   reads the configuration from disk) and the certificates to renew;
-- stdout, one JSON object per line: ``{"outcome": {...}}`` for each certificate as it
-  completes (a later line for the same name replaces an earlier one: deployment may
-  change it), then ``{"durations": [[step, seconds], ...]}`` for the request metrics.
+- stdout, one JSON object per line: ``{"outcome": {...}}`` once for each certificate, as
+  soon as it is final (at once, or after deployment for one with a deploy table), then
+  ``{"durations": [[step, seconds], ...]}`` for the request metrics.
+
+Each outcome is handed on as it arrives: the daemon holds no list of a batch's results
+(10,000 of them would stay in its memory).
 
 Logs go to stderr (the journal). A certificate without an outcome line (the worker died)
 is a failure like any other.
@@ -24,7 +27,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -39,7 +42,7 @@ WORKER_MODULE = "agent.cli.worker"
 @dataclass
 class WorkerResult:
     exit_code: int
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    reported: set[str] = field(default_factory=set)  # names with an outcome
     durations: list[tuple[str, float]] = field(default_factory=list)
 
 
@@ -50,14 +53,17 @@ def request(config: Config, names: Sequence[str], verbose: int) -> bytes:
     return json.dumps(data).encode()
 
 
-def read_results(stream: IO[bytes], result: WorkerResult) -> None:
-    """Fill ``result`` from the worker's stdout; a line that is not ours is logged, once."""
+def read_results(
+    stream: IO[bytes], result: WorkerResult, on_outcome: Callable[[Outcome], None]
+) -> None:
+    """Hand each outcome on as it arrives; a line that is not ours is logged."""
     for raw in stream:
         try:
             message: dict[str, Any] = json.loads(raw)
             if "outcome" in message:
                 outcome = Outcome.from_json(message["outcome"])
-                result.outcomes[outcome.name] = outcome
+                result.reported.add(outcome.name)
+                on_outcome(outcome)
             elif "durations" in message:
                 result.durations += [(str(s), float(t)) for s, t in message["durations"]]
         except (ValueError, TypeError, KeyError) as err:
@@ -70,7 +76,9 @@ class Worker:
         self._lock = threading.Lock()
         self._stopping = False
 
-    def run(self, config: Config, names: list[str]) -> WorkerResult:
+    def run(
+        self, config: Config, names: list[str], on_outcome: Callable[[Outcome], None]
+    ) -> WorkerResult:
         """Renew ``names`` (those due; the worker decides again) with ``config``."""
         env = dict(os.environ)
         env.pop("NOTIFY_SOCKET", None)  # only the daemon speaks to systemd
@@ -91,7 +99,7 @@ class Worker:
         except BrokenPipeError:
             pass  # it died before reading: no outcome, reported as a failure below
         with proc.stdout:
-            read_results(proc.stdout, result)
+            read_results(proc.stdout, result, on_outcome)
         result.exit_code = proc.wait()
         with self._lock:
             self._proc = None
