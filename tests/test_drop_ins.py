@@ -4,6 +4,7 @@ certificate in `renew`, `status`, `check`, `validate` and `run`."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,22 @@ def test_daemon_starts_and_renews_the_others(tmp_path: Path) -> None:
         assert "Traceback" not in daemon.text()
     finally:
         ca.stop()
+
+
+def test_daemon_status_line_counts_files_in_error(tmp_path: Path, pebble: LocalCA) -> None:
+    setup = with_drop_ins(tmp_path, pebble, {
+        "a.toml": 'domains = ["a4.example.com"]\n', "b.toml": BROKEN,
+    })  # fmt: skip
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        sock.settimeout(15)
+        daemon = DaemonProc(setup.config, tmp_path / "daemon.log", env={"NOTIFY_SOCKET": address})
+        try:
+            message = ""
+            while "READY=1" not in message:
+                message = sock.recv(4096).decode()
+        finally:
+            assert daemon.stop() == 0
+    assert "STATUS=1 certificates" in message
+    assert "1 with configuration errors (acme-agent validate)" in message
