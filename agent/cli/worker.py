@@ -32,7 +32,8 @@ def work(request: dict[str, Any]) -> int:
     config = load(Path(request["config"]), files=request["files"])
     if config.log_format != "text":
         setup_logging(int(request.get("verbose", 0)), False, config.log_format)
-    metrics = Metrics()  # request durations, handed to the daemon
+    # Request durations, handed to the daemon for its histogram (when it has [metrics]).
+    metrics = Metrics() if request.get("durations") else None
 
     held: set[str] = set()  # outcomes that deployment may still change: sent after it
 
@@ -50,7 +51,8 @@ def work(request: dict[str, Any]) -> int:
             if outcome.name in held:
                 emit({"outcome": outcome.to_json()})
     finally:
-        emit({"durations": metrics.samples})
+        if metrics is not None:
+            emit({"durations": metrics.samples})
     return EXIT_FAILED if any(o.failed for o in outcomes) else EXIT_OK
 
 

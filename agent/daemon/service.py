@@ -170,7 +170,7 @@ class Daemon:
                 self.wake.set()  # refresh STATUS
 
     def _run_batch(self, names: list[str]) -> None:
-        result = self._worker.run(self.config, names, self._after)
+        result = self._worker.run(self.config, names, self._after, self.metrics is not None)
         if self.metrics is not None:
             self.metrics.observe_samples(result.durations)
         for name in names:
