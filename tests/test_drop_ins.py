@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli.main import main
+from agent.cli.renew_cache import CACHE_NAME
 from agent.localca import LocalCA
 from tests.conftest import Setup, start_ca, write_config
 from tests.daemon_proc import DaemonProc
@@ -140,3 +141,18 @@ def test_daemon_status_line_counts_files_in_error(tmp_path: Path, pebble: LocalC
             assert daemon.stop() == 0
     assert "STATUS=1 certificates" in message
     assert "1 with configuration errors (acme-agent validate)" in message
+
+
+def test_a_file_in_error_is_never_answered_from_the_renew_cache(
+    tmp_path: Path, pebble: LocalCA
+) -> None:
+    """b.toml names a certificate already defined: every run says so (exit 1), none is
+    answered from the cache as "nothing to do"."""
+    setup = with_drop_ins(tmp_path, pebble, {
+        "a.toml": 'domains = ["a5.example.com"]\n',
+        "b.toml": 'name = "a"\ndomains = ["x.example.com"]\n',
+    })  # fmt: skip
+    assert setup.renew() == 1
+    assert setup.renew() == 1  # ARI state fetched: everything else unchanged now
+    assert setup.renew() == 1
+    assert not (setup.state / CACHE_NAME).exists()

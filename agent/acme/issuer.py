@@ -126,8 +126,8 @@ class Issuer:
                     f"{cert.name}: the CA offers no HTTP-01 challenge for {authz.domain}; "
                     "pre-approve the domain on the CA or use a CA that offers HTTP-01"
                 )
-        self.solver.present([a.http01 for a in pending if a.http01 is not None])
         try:
+            self.solver.present([a.http01 for a in pending if a.http01 is not None])
             for authz in pending:
                 assert authz.http01 is not None
                 self.client.answer(authz.http01, cert.name)

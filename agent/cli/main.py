@@ -210,7 +210,7 @@ def cmd_renew(
     taken = renew_cache.fingerprint(*paths) if cacheable else []
     outcomes = renewer.run(certs, force=force) + broken
     progress.finish(outcomes)
-    if cacheable:
+    if cacheable and not config.problems:  # a file in error is reported on every run
         with contextlib.suppress(AgentError):  # only a cache: the next run goes in full
             renew_cache.save(*paths, taken, outcomes, progress.lines)
     if metrics is not None and target is not None:

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +17,22 @@ from ..config import load
 from ..engine.metrics import Metrics
 from ..engine.renewer import Renewer
 from ..errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, AgentError
-from ..model import Outcome
+from ..model import Outcome, Status
 from .logfmt import setup_logging
 from .quick import exit_now
 
 log = logging.getLogger("acme-agent")
 
 
+_EMIT = threading.Lock()  # up to max_concurrent_orders threads report outcomes
+
+
 def emit(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
+    """One line of the protocol, whole."""
+    line = json.dumps(message) + "\n"
+    with _EMIT:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def work(request: dict[str, Any]) -> int:
@@ -45,15 +52,24 @@ def work(request: dict[str, Any]) -> int:
             emit({"outcome": outcome.to_json()})
 
     renewer = Renewer(config, metrics=metrics, on_outcome=report)
+    names = [str(n) for n in request["names"]]
+    known = [n for n in names if config.certificate(n) is not None]
+    for name in names:  # never the whole batch for one name the daemon knows and we do not
+        if config.certificate(name) is None:
+            detail = f"{name}: not in the configuration handed to the worker; will retry"
+            report(Outcome(name, Status.FAILED, detail, error_type="config"))
+    outcomes: list[Outcome] = []
     try:
-        outcomes = renewer.run(renewer.select(request["names"]))
+        if known:
+            outcomes = renewer.run(renewer.select(known))
         for outcome in outcomes:
             if outcome.name in held:
                 emit({"outcome": outcome.to_json()})
     finally:
         if metrics is not None:
             emit({"durations": metrics.samples})
-    return EXIT_FAILED if any(o.failed for o in outcomes) else EXIT_OK
+    failed = len(known) < len(names) or any(o.failed for o in outcomes)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def main() -> int:

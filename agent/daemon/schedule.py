@@ -28,7 +28,7 @@ from apscheduler.triggers.date import DateTrigger
 from ..config.types import CertificateConfig
 from ..engine.plan import Planner
 from ..errors import AgentError
-from ..model import CertRecord, Outcome, facts
+from ..model import CertRecord, facts
 from ..policy.backoff import backoff
 from ..policy.renewal import failure_log_level
 from ..store import ari
@@ -158,17 +158,6 @@ class Schedule:
         if plan.next_time is not None:
             log.log(self._plan_log_level, "%s: next renewal %s (%s)", cert.name,
                     plan.next_time.isoformat(), plan.why)  # fmt: skip
-
-    def schedule_unchanged(self, cert: CertificateConfig, outcome: Outcome) -> None:
-        """The worker found it not due and said when it next can be: no need to plan."""
-        when = outcome.recheck or outcome.next_time
-        if when is None:
-            self.schedule_next(cert)
-            return
-        self.states.setdefault(cert.name, CertState()).failures = 0
-        self.schedule(cert.name, max(when, datetime.now(UTC)))
-        if outcome.next_time is not None:
-            log.info("%s: next renewal %s", cert.name, outcome.next_time.isoformat())
 
     def _ari_unknown(self, record: CertRecord, now: datetime) -> bool:
         """No renewal information stored for this serial (the plan found none): a worker

@@ -195,9 +195,7 @@ class Daemon:
             self.schedule.schedule(cert.name, datetime.now(UTC) + delay)
         elif outcome.failed:
             self.schedule.schedule_retry(cert, outcome.detail, outcome.retry_after)
-        elif outcome.status == Status.UNCHANGED:
-            self.schedule.schedule_unchanged(cert, outcome)
-        else:
+        else:  # planned again here, offline: the daemon's own decision point
             self.schedule.succeeded(cert)
 
     def _refresh_metrics(self, names: list[str] | None = None) -> None:
@@ -349,13 +347,16 @@ def keep_previous_definitions(old: Config, new: Config) -> Config:
     kept = []
     sources = dict(new.sources)
     for problem in new.problems:
-        before = old.certificate(problem.name)
-        if new.certificate(problem.name) is None and before is not None:
-            kept.append(before)
-            if before.source in old.sources:
-                sources[before.source] = old.sources[before.source]
-            log.error("configuration not reloaded for %s: %s; its previous definition stays "
-                      "in force", problem.name, problem.message)  # fmt: skip
+        path = str(problem.path)
+        # The certificate that file defined (its name may differ from the file's stem),
+        # and only one the worker can be handed again: the file's previous text.
+        before = next((c for c in old.certificates if c.source == path), None)
+        if before is None or new.certificate(before.name) is not None or path not in old.sources:
+            continue
+        kept.append(before)
+        sources[path] = old.sources[path]
+        log.error("configuration not reloaded for %s: %s; its previous definition stays "
+                  "in force", before.name, problem.message)  # fmt: skip
     if not kept:
         return new
     return replace(new, certificates=new.certificates + tuple(kept), sources=sources)

@@ -62,14 +62,20 @@ def read_results(
     for raw in stream:
         try:
             message: dict[str, Any] = json.loads(raw)
-            if "outcome" in message:
-                outcome = Outcome.from_json(message["outcome"])
-                result.reported.add(outcome.name)
-                on_outcome(outcome)
-            elif "durations" in message:
+            outcome = Outcome.from_json(message["outcome"]) if "outcome" in message else None
+            if "durations" in message:
                 result.durations += [(str(s), float(t)) for s, t in message["durations"]]
         except (ValueError, TypeError, KeyError) as err:
             log.warning("renewal worker: unreadable line ignored (%s)", err)
+            continue
+        if outcome is None:
+            continue
+        try:
+            on_outcome(outcome)
+        except Exception:  # a bug of ours: said once, and the certificate is retried
+            log.exception("%s: internal error handling the worker's outcome", outcome.name)
+            continue
+        result.reported.add(outcome.name)
 
 
 class Worker:

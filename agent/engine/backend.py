@@ -26,6 +26,9 @@ class Claim(Protocol):
     """The right to renew one certificate, held for the duration of a ``with`` block."""
 
     holder: Holder | None  # someone else holds it: do not renew (None: we hold it)
+    # A newer version another host finished between our first look and the claim: put
+    # into service while the claim was taken (before this host's lock on the name).
+    adopted: Outcome | None
 
     def publish(self, key_pem: bytes, chain: keys.IssuedChain) -> None:
         """Share a new certificate before it goes into service here (raises if the right
@@ -46,7 +49,7 @@ class CertBackend(Protocol):
         """Put the shared version into service here when it is newer; its outcome."""
 
     def claim(self, cert: CertificateConfig) -> contextlib.AbstractContextManager[Claim]:
-        """The right to renew ``cert`` (or who holds it)."""
+        """The right to renew ``cert`` (or who holds it), with this host's lock on it."""
 
     def solver(self, local: Solver) -> Solver:
         """The solver for one issuance, given this host's own."""
@@ -54,6 +57,7 @@ class CertBackend(Protocol):
 
 class _LocalClaim:
     holder: Holder | None = None
+    adopted: Outcome | None = None
 
     def publish(self, key_pem: bytes, chain: keys.IssuedChain) -> None:
         return None

@@ -211,8 +211,7 @@ class Renewer:
             with self.claims.claim(cert) as claim:
                 if claim.holder is not None:
                     return _waiting(cert, claim.holder.node, claim.holder.seconds_left)
-                # Another host may have finished between our check and the claim.
-                adopted = self.claims.adopt(cert, fresh=True) or adopted
+                adopted = claim.adopted or adopted
                 outcome = self._renew_claimed(cert, run, force and adopted is None, claim)
             if outcome.status == Status.UNCHANGED and adopted is not None:
                 return adopted

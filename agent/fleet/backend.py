@@ -35,6 +35,7 @@ class FleetClaim:
         self.name = name
         self.lease = lease if isinstance(lease, Lease) else None
         self.holder = lease if isinstance(lease, Holder) else None
+        self.adopted: Outcome | None = None
         self.unshared: ClusterError | None = None
 
     def publish(self, key_pem: bytes, chain: keys.IssuedChain) -> None:
@@ -75,6 +76,9 @@ class FleetBackend:
             yield claim
             return
         try:
+            # Another host may have finished between our first look and the lease: take
+            # its version now, before this host's lock (adopt takes that lock itself).
+            claim.adopted = self.adopt(cert, fresh=True)
             with self.store.lock(cert.name):
                 yield claim
         finally:

@@ -178,12 +178,8 @@ class WebrootSolver:
 
     def _open_folder(self) -> int:
         fd = os.open(self.webroot, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            for name in self.levels:
-                fd = _open_level(fd, name, self.webroot)
-        except BaseException:
-            os.close(fd)
-            raise
+        for name in self.levels:
+            fd = _open_level(fd, name, self.webroot)  # takes fd: closes it on every path
         return fd
 
     @staticmethod
@@ -212,11 +208,11 @@ class WebrootSolver:
 
 
 def _open_level(parent_fd: int, name: str, webroot: Path) -> int:
-    """``name`` under ``parent_fd`` (closed here), created 0755 if missing; never a link,
-    never a folder another user could swap things in."""
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(name, PUBLIC_DIR_MODE, dir_fd=parent_fd)
+    """``name`` under ``parent_fd``, created 0755 if missing; never a link, never a folder
+    another user could swap things in. ``parent_fd`` is closed here, on every path."""
     try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, PUBLIC_DIR_MODE, dir_fd=parent_fd)
         fd = os.open(name, _NOFOLLOW_DIR, dir_fd=parent_fd)
     except OSError as err:
         if err.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -227,9 +223,17 @@ def _open_level(parent_fd: int, name: str, webroot: Path) -> int:
         raise
     finally:
         os.close(parent_fd)
+    try:
+        _check_level(fd, name, webroot)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_level(fd: int, name: str, webroot: Path) -> None:
     info = os.fstat(fd)
     if info.st_uid not in (0, os.geteuid()):
-        os.close(fd)
         raise IssuanceError(
             f"[http01] webroot: {webroot}/.../{name} belongs to uid {info.st_uid}, who could "
             f"swap the token files for links; fix with: chown root {webroot}/.well-known "
@@ -237,7 +241,6 @@ def _open_level(parent_fd: int, name: str, webroot: Path) -> int:
         )
     if stat.S_IMODE(info.st_mode) != PUBLIC_DIR_MODE and info.st_uid == os.geteuid():
         os.fchmod(fd, PUBLIC_DIR_MODE)  # e.g. made 0700 under umask 077 by an older version
-    return fd
 
 
 class NoSolver:

@@ -1,0 +1,107 @@
+"""Our own seams with hand-written fakes: the fleet backend's claim, the daemon keeping a
+broken drop-in's previous definition, the webroot solver refusing links."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent import keys
+from agent.config import load
+from agent.config.types import CertificateConfig
+from agent.daemon.service import keep_previous_definitions
+from agent.errors import IssuanceError
+from agent.fleet.backend import FleetBackend
+from agent.fleet.cluster import Lease, SharedCert
+from agent.http01.solvers import WebrootSolver
+from agent.model import Challenge, Status
+from agent.store.certs import Store
+from tests.certs import make_chain
+
+CERT = CertificateConfig("www", ("www.example.com",))
+
+
+class HeldLease(Lease):
+    """A lease without Redis (no keep-alive thread)."""
+
+    def __init__(self) -> None:
+        self.key, self.value, self.fence, self.lost = "lock:www", "1 test", 1, False
+
+    def release(self) -> None:
+        self.released = True
+
+
+class FakeCluster:
+    """Redis as the fleet backend sees it: the lease is ours, a newer version is there."""
+
+    def __init__(self, shared: SharedCert, key_pem: bytes) -> None:
+        self.shared, self.key_pem = shared, key_pem
+
+    def acquire(self, name: str) -> Any:
+        return HeldLease()
+
+    def load_cert(self, name: str) -> SharedCert:
+        return self.shared
+
+    def open_key(self, shared: SharedCert) -> bytes:
+        return self.key_pem
+
+
+def test_claim_adopts_a_version_finished_meanwhile_without_deadlock(tmp_path: Path) -> None:
+    key, chain = make_chain(("www.example.com",))
+    serial = f"{chain.cert.serial_number:x}"
+    shared = SharedCert("www", serial, chain.cert.not_valid_after_utc, 2, "host-a",
+                        chain.fullchain_pem, "sealed")  # fmt: skip
+    store = Store(tmp_path / "state")
+    backend = FleetBackend(store, FakeCluster(shared, keys.key_to_pem(key)), 600)  # type: ignore[arg-type]
+    done: list[Any] = []
+
+    def claim() -> None:
+        with backend.claim(CERT) as held:
+            done.append(held.adopted)
+
+    thread = threading.Thread(target=claim, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "claim deadlocked on this host's own lock"
+    assert done[0] is not None and done[0].status == Status.DEPLOYED
+    record = store.record("www")
+    assert record is not None and record.serial == serial
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_broken_drop_in_keeps_its_previous_definition_by_file(tmp_path: Path) -> None:
+    certs = tmp_path / "certs.d"
+    certs.mkdir()
+    main = write(tmp_path / "agent.toml", f'certs_dir = "{certs}"\nstate_dir = "state"\n'
+                 '[acme]\ndirectory = "https://ca.example/dir"\n'
+                 '[[certificate]]\nname = "main"\ndomains = ["m.example.com"]\n')  # fmt: skip
+    shop = write(certs / "shop-site.toml", 'name = "shop"\ndomains = ["shop.example.com"]\n')
+    old = load(main)
+    shop.write_text('name = "shop"\ndomains = ["shop.example.com"\n')  # a missing ]
+    new = keep_previous_definitions(old, load(main))
+    assert [c.name for c in new.certificates] == ["main", "shop"]
+    assert new.sources[str(shop)] == old.sources[str(shop)]  # what the worker is handed
+    again = load(main, files=new.sources)  # the worker's view: the same certificates
+    assert [c.name for c in again.certificates] == ["main", "shop"]
+    assert again.problems == ()
+
+
+def test_webroot_refuses_a_symlinked_challenge_folder(tmp_path: Path) -> None:
+    webroot, elsewhere = tmp_path / "webroot", tmp_path / "elsewhere"
+    webroot.mkdir()
+    elsewhere.mkdir()
+    (webroot / ".well-known").symlink_to(elsewhere)
+    token = "A" * 43
+    solver = WebrootSolver(webroot)
+    with pytest.raises(IssuanceError, match="is a symlink or not a folder"):
+        solver.present([Challenge("example.com", token, token + ".x", None)])
+    solver.cleanup()
+    assert list(elsewhere.iterdir()) == []
