@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from agent.acme.client import ari_cert_id
+from agent.acme.ari import ari_cert_id
 from agent.store.ari import load_state
 from agent.store.certs import Store
 from tests.conftest import IN_CI, Setup, cert_table, require_binary, write_config

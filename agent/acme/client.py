@@ -8,7 +8,6 @@ as a :class:`CAError`.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import random
@@ -29,7 +28,7 @@ from .. import __version__
 from ..errors import AccountError, CAError
 from ..model import TOKEN_RE, Challenge
 from ..policy.backoff import exponential
-from ..policy.retry_after import retry_after_seconds
+from ..policy.retry_after import retry_after_problem, retry_after_seconds
 from .problems import describe_problem, explain, with_wait
 from .transport import Poster, Response, signing_alg
 
@@ -142,7 +141,7 @@ class AcmeClient:
             except (requests.RequestException, acme_errors.Error, ValueError, jose.Error) as err:
                 error = explain(err, during=during, subject=subject)
             status = self.poster.last_status
-            error.retry_after = retry_after_seconds(self.poster.last_retry_after, time.time())
+            error.retry_after = self._retry_after(during)
             transient = error.retryable or status >= 500 or status == 429
             if not transient or transient_left == 0:
                 raise with_wait(error) from None
@@ -158,6 +157,13 @@ class AcmeClient:
             transient_left -= 1
             log.debug("%s: transient failure (%s); retrying in %.1f s", during, error, delay)
             self.sleep(delay)
+
+    def _retry_after(self, during: str) -> float | None:
+        """The last answer's Retry-After, bounded; a value we could not take is logged."""
+        asked, now = self.poster.last_retry_after, time.time()
+        if (problem := retry_after_problem(asked, now)) is not None:
+            log.warning("%s: %s: %s", self.directory_url, during, problem)
+        return retry_after_seconds(asked, now)
 
     # -- account ------------------------------------------------------------------------
     def requires_eab(self) -> bool:
@@ -363,18 +369,6 @@ class NewOrderReplacing(messages.NewOrder):
     """newOrder with RFC 9773's ``replaces`` (the ARI id of the certificate it renews)."""
 
     replaces: str | None = jose.field("replaces", omitempty=True)
-
-
-def ari_cert_id(cert: x509.Certificate) -> str:
-    """RFC 9773 section 4.1: base64url(AKI keyIdentifier) "." base64url(serial DER bytes)."""
-    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-    serial = cert.serial_number
-    serial_bytes = serial.to_bytes(serial.bit_length() // 8 + 1, "big")
-    return f"{_b64(aki.key_identifier or b'')}.{_b64(serial_bytes)}"
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 def _csr_domains(csr_pem: bytes) -> list[str]:

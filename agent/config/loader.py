@@ -17,7 +17,7 @@ from typing import Any
 
 from ..defaults import CONFIG_ENV, DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR
 from ..errors import ConfigError
-from ..policy.durations import parse_duration
+from ..policy.durations import MAX_DURATION, DurationTooLong, parse_duration
 from ..policy.renewal import RenewBefore
 from .cluster import parse_cluster
 from .deploy import parse_deploy, parse_hooks
@@ -156,6 +156,8 @@ def _parse_toml(path: Path, text: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    except RecursionError:  # tables or arrays nested thousands deep
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
 
 
 def _parse_metrics(top: _Table, base: Path) -> MetricsConfig | None:
@@ -291,6 +293,10 @@ def _renew_before(table: _Table) -> RenewBefore | None:
     if isinstance(value, str):
         try:
             return parse_duration(value)
+        except DurationTooLong:
+            raise table.error(
+                "renew_before", f"{value!r} is longer than {MAX_DURATION.days} days"
+            ) from None
         except ValueError:
             raise table.error(
                 "renew_before", f'{value!r} must be a duration ("10d", "12h", "30m") or a fraction'

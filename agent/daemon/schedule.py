@@ -29,8 +29,9 @@ from ..config.types import CertificateConfig
 from ..engine.plan import Planner
 from ..errors import AgentError
 from ..model import CertRecord, facts
-from ..policy.backoff import backoff
+from ..policy.backoff import BACKOFF_SHARE_OF_TIME_LEFT, backoff
 from ..policy.renewal import failure_log_level
+from ..policy.retry_after import MAX_RETRY_AFTER
 from ..store import ari
 
 log = logging.getLogger(__name__)
@@ -179,8 +180,11 @@ class Schedule:
         current = facts(self.planner.store.record(cert.name))
         time_left = current.not_after - now if current else timedelta(0)
         delay = backoff(state.failures, time_left, random.random())
-        if retry_after is not None:  # never before the CA's Retry-After
-            delay = max(delay, timedelta(seconds=retry_after))
+        if retry_after is not None:  # not before the CA's Retry-After (bounded at parse) ...
+            asked = timedelta(seconds=min(retry_after, MAX_RETRY_AFTER))
+            if time_left > timedelta(0):  # ... unless the certificate cannot wait that long
+                asked = min(asked, time_left * BACKOFF_SHARE_OF_TIME_LEFT)
+            delay = max(delay, asked)
         level = failure_log_level(current, now)
         log.log(level, "%s: attempt %d failed; retrying in %s (%s left on the certificate "
                 "in service)", cert.name, state.failures, human(delay),

@@ -217,10 +217,14 @@ class Daemon:
         sdnotify.notify("RELOADING=1")
         try:
             new = load(self.config_path)
-        except ConfigError as err:
+        except Exception as err:  # whatever it is, the daemon carries on with what it has
+            if not isinstance(err, ConfigError):
+                log.debug("loading the configuration failed", exc_info=True)
+                err = ConfigError(f"{self.config_path}: internal error ({type(err).__name__}: "
+                                  f"{err}); please report it with the output of -vv")  # fmt: skip
             log.error("configuration not reloaded: %s; the previous configuration stays in force",
                       err)  # fmt: skip
-            sdnotify.notify("READY=1")
+            sdnotify.notify("READY=1", self.status_line())
             return
         old = self.config
         new = keep_previous_definitions(old, new)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 
-from ..acme.client import AcmeClient, ari_cert_id
+from ..acme.ari import ari_cert_id
+from ..acme.client import AcmeClient
 from ..acme.issuer import Issued, Issuer
 from ..model import OrderRequest, Solver
 from ..store.certs import LiveCertificate

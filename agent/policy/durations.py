@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+# No duration in the configuration is longer than this (about ten years): a bound that
+# keeps every later date computation in range.
+MAX_DURATION = timedelta(days=3650)
+
+
+class DurationTooLong(ValueError):
+    """A duration past MAX_DURATION."""
+
 
 def parse_duration(text: str) -> timedelta:
     """'10d', '12h', '30m', '45s' (or combined, '1d12h') -> timedelta; ValueError if not."""
@@ -19,4 +27,6 @@ def parse_duration(text: str) -> timedelta:
             raise ValueError(text)
     if number or total <= 0:
         raise ValueError(text)
+    if total > MAX_DURATION.total_seconds():
+        raise DurationTooLong(f"{text} is longer than {MAX_DURATION.days} days")
     return timedelta(seconds=total)

@@ -1,10 +1,16 @@
-"""Retry-After (RFC 9110 section 10.2.3): delta-seconds or an HTTP-date, as seconds to wait."""
+"""Retry-After (RFC 9110 section 10.2.3): delta-seconds or an HTTP-date, as seconds to wait,
+parsed in this one place and bounded: 0 (now) to MAX_RETRY_AFTER. A value that is junk
+(``²``, ``soon``) counts as absent; one past the bound (``99999999999999``, a date in the
+year 9999) counts as the bound; :func:`retry_after_problem` says which, for the log."""
 
 from __future__ import annotations
 
 import email.utils
 from datetime import datetime, timedelta
 
+# The longest wait a CA can impose through one Retry-After: a day. Longer values are
+# treated as a day (the certificate's remaining lifetime may cap it further).
+MAX_RETRY_AFTER = 86400.0
 # ARI: when the CA gives no Retry-After, check again after this long (RFC 9773 suggests hours).
 DEFAULT_ARI_RECHECK = timedelta(hours=6)
 # Bounds on the CA's Retry-After for ARI checks: not more often than this, not rarer than that.
@@ -12,19 +18,39 @@ MIN_ARI_RECHECK = timedelta(seconds=1)
 MAX_ARI_RECHECK = timedelta(days=1)
 
 
+def _parse(value: str, now: float) -> float | None:
+    text = value.strip()
+    if text.isascii() and text.isdigit():  # "²".isdigit() is True too
+        return float(text) if len(text) <= 15 else float("inf")
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+        return when.timestamp() - now
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+
+
 def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """Seconds to wait per a Retry-After header (delta-seconds or HTTP-date), or None.
-    ``now`` is the wall clock (Unix time) the date is measured from."""
+    """Seconds to wait per a Retry-After header (delta-seconds or HTTP-date), or None when
+    there is none or it is junk; always within 0 .. MAX_RETRY_AFTER. ``now`` is the wall
+    clock (Unix time) a date is measured from."""
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    seconds = _parse(value, now)
+    if seconds is None:
         return None
-    return max(0.0, when.timestamp() - now)
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
+
+
+def retry_after_problem(value: str | None, now: float) -> str | None:
+    """Why ``value`` was not taken as it is (for a warning naming the CA), or None."""
+    if not value:
+        return None
+    seconds = _parse(value, now)
+    if seconds is None:
+        return f"Retry-After {value[:40]!r} is neither seconds nor an HTTP-date; ignored"
+    if seconds > MAX_RETRY_AFTER:
+        return f"Retry-After {value[:40]!r} is more than a day; waiting a day"
+    return None
 
 
 def ari_recheck_time(retry_after: str | None, now: datetime) -> datetime:
