@@ -8,7 +8,8 @@
 #   /etc/acme-agent/                 0750; agent.toml (0600) from config/agent.example.toml
 #   /etc/acme-agent/certs.d/         0750, for one TOML file per certificate
 #   /var/lib/acme-agent/             0700, the state
-#   /etc/systemd/system/             acme-agent.service, acme-agent-renew.{service,timer}
+#   /usr/local/lib/systemd/system/   acme-agent.service, acme-agent-renew.{service,timer}
+#                                    (yours to override in /etc/systemd/system: never touched)
 #
 # Usage: scripts/install.sh [--root DIR] [--no-systemctl]
 #   --root DIR       install under DIR instead of / (a staging tree; the tests use it)
@@ -55,20 +56,22 @@ echo "install.sh: the agent into $venv"
 install -d -m 0755 "$root/usr/local/bin"
 ln -sfn "$venv/bin/acme-agent" "$root/usr/local/bin/acme-agent"
 
-install -d -m 0750 "$root/etc/acme-agent" "$root/etc/acme-agent/certs.d"
-chmod 0750 "$root/etc/acme-agent"
+# Folders get their mode when created; an existing one keeps what the operator gave it.
+new_dir() { [ -d "$2" ] || install -d -m "$1" "$2"; }
+new_dir 0750 "$root/etc/acme-agent"
+new_dir 0750 "$root/etc/acme-agent/certs.d"
 if [ ! -e "$root/etc/acme-agent/agent.toml" ]; then
   install -m 0600 config/agent.example.toml "$root/etc/acme-agent/agent.toml"
   echo "install.sh: wrote $root/etc/acme-agent/agent.toml (edit it: config/*.toml are examples)"
 else
   echo "install.sh: kept the existing $root/etc/acme-agent/agent.toml"
 fi
-install -d -m 0700 "$root/var/lib/acme-agent"
-chmod 0700 "$root/var/lib/acme-agent"
+new_dir 0700 "$root/var/lib/acme-agent"
 
-install -d -m 0755 "$root/etc/systemd/system"
+units="$root/usr/local/lib/systemd/system"
+install -d -m 0755 "$units"
 for unit in systemd/*.service systemd/*.timer; do
-  install -m 0644 "$unit" "$root/etc/systemd/system/$(basename "$unit")"
+  install -m 0644 "$unit" "$units/$(basename "$unit")"
 done
 if [ "$systemctl" -eq 1 ] && [ -d /run/systemd/system ]; then
   systemctl daemon-reload

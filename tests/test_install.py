@@ -36,19 +36,20 @@ def test_install_into_a_staging_root_twice(tmp_path: Path) -> None:
     assert mode(config) == 0o600
     assert mode(root / "var/lib/acme-agent") == 0o700
     for unit in ("acme-agent.service", "acme-agent-renew.service", "acme-agent-renew.timer"):
-        assert (root / "etc/systemd/system" / unit).read_text() == (
-            ROOT / "systemd" / unit
-        ).read_text()
+        installed = root / "usr/local/lib/systemd/system" / unit
+        assert installed.read_text() == (ROOT / "systemd" / unit).read_text()
     version = subprocess.run([str(agent), "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("acme-agent ")
     check = subprocess.run([str(agent), "--config", str(config), "validate"],
                            capture_output=True, text=True, timeout=60)  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
-    # Again: an upgrade in place, and the edited configuration is kept.
+    # Again: an upgrade in place; the operator's configuration and folder modes are kept.
     config.write_text(config.read_text() + "\n# edited by the operator\n")
+    os.chmod(root / "var/lib/acme-agent", 0o750)
     second = install("--root", str(root))
     assert "kept the existing" in second.stdout
     assert config.read_text().endswith("# edited by the operator\n")
+    assert mode(root / "var/lib/acme-agent") == 0o750
 
 
 def test_install_for_real_on_the_ci_machine() -> None:
@@ -59,4 +60,4 @@ def test_install_for_real_on_the_ci_machine() -> None:
                              text=True, timeout=60)  # fmt: skip
     assert version.returncode == 0, version.stderr
     assert mode(Path("/etc/acme-agent")) == 0o750
-    assert Path("/etc/systemd/system/acme-agent.service").exists()
+    assert Path("/usr/local/lib/systemd/system/acme-agent.service").exists()

@@ -3,6 +3,7 @@ broken drop-in's previous definition, the webroot solver refusing links."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,67 @@ def test_webroot_refuses_a_symlinked_challenge_folder(tmp_path: Path) -> None:
         solver.present([Challenge("example.com", token, token + ".x", None)])
     solver.cleanup()
     assert list(elsewhere.iterdir()) == []
+
+
+def test_journal_prefix_on_every_line_of_a_traceback() -> None:
+    import logging
+
+    from agent.cli.logfmt import JournalPrefix
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    lines = JournalPrefix(logging.Formatter("%(levelname)s %(message)s")).format(record).split("\n")
+    assert len(lines) > 2 and all(line.startswith("<3>") for line in lines)
+
+
+def test_a_rollback_never_pairs_an_old_certificate_with_a_new_key(tmp_path: Path) -> None:
+    from agent.deploy.deployer import _Backup, _restore
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("NEW cert")
+    key.write_text("NEW key")
+    backups = [_Backup(cert, b"OLD cert", 0o644), _Backup(key, None, 0o600, unknown=True)]
+    assert _restore(backups) is False
+    assert (cert.read_text(), key.read_text()) == ("NEW cert", "NEW key")
+
+
+def test_failed_ari_refresh_is_postponed_not_repeated(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from agent.engine.renewer import ARI_RETRY, Renewer
+    from agent.model import AriState, CertRecord
+    from agent.store import ari
+
+    main = write(tmp_path / "agent.toml", 'state_dir = "state"\n[acme]\n'
+                 'directory = "https://ca.example/dir"\n')  # fmt: skip
+    renewer = Renewer(load(main))
+    now = datetime(2027, 1, 1, tzinfo=UTC)
+    ari.save_state(renewer.store, "www", AriState("ab", True, now - timedelta(hours=1), now, now))
+    record = CertRecord(
+        "www", "0001", "ab", frozenset({"www.example.com"}), "ec-p256", now, now, ""
+    )
+    assert renewer._postpone_ari("www", record, now) is None
+    state = ari.load_state(renewer.store, "www")
+    assert state is not None and state.next_check == now + ARI_RETRY
+
+
+def test_validate_sees_what_the_webroot_solver_would_refuse(tmp_path: Path) -> None:
+    from agent.cli.validate import problems
+
+    webroot = tmp_path / "webroot"
+    webroot.mkdir()
+    (webroot / ".well-known").symlink_to(tmp_path)
+    main = write(tmp_path / "agent.toml", 'state_dir = "state"\n[acme]\n'
+                 'directory = "https://ca.example/dir"\neab_kid = "k"\n'
+                 f'eab_hmac_key_file = "{tmp_path}/gone.key"\n'
+                 f'[http01]\nmode = "webroot"\nwebroot = "{webroot}"\n')  # fmt: skip
+    found = problems(load(main))
+    assert any("is a symlink or not a folder" in line for line in found)
+    assert any("eab_hmac_key_file" in line for line in found)  # no account yet: needed
+    account = tmp_path / "state" / "accounts"
+    folder = account / Store(tmp_path / "state").account_dir("https://ca.example/dir").name
+    folder.mkdir(parents=True)
+    (folder / "account.json").write_text('{"uri": "https://ca.example/acct/1"}')
+    assert not any("eab_hmac_key_file" in line for line in problems(load(main)))

@@ -42,7 +42,8 @@ class JournalPrefix(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         priority = next((p for lvl, p in PRIORITIES.items() if record.levelno >= lvl), 7)
-        return f"<{priority}>{self.inner.format(record)}"
+        # Every line: journald stores each line of a traceback as an entry of its own.
+        return "\n".join(f"<{priority}>{line}" for line in self.inner.format(record).split("\n"))
 
 
 def stderr_is_journal() -> bool:

@@ -121,7 +121,8 @@ def cmd_check(config: Config, warn: str | None, crit: str | None) -> int:
         return UNKNOWN
     now = datetime.now(UTC)
     statuses = gather(config, now)
-    code, summary = evaluate(statuses, now, warn_t, crit_t)
+    others = [p.message for p in config.problems if config.certificate(p.name) is not None]
+    code, summary = evaluate(statuses, now, warn_t, crit_t, others)
     data = perfdata(statuses, warn_t, crit_t)
     print(f"{summary} | {data}" if data else summary)
     return code
@@ -134,7 +135,8 @@ NEEDS_ACCESS = "run check as root, or give the monitoring user read access to it
 
 def check_unknown(path: Path, message: str) -> int:
     """`check` could not read the configuration: UNKNOWN, one line."""
-    print(f"UNKNOWN: {message}; {NEEDS_ACCESS}")
+    unreadable = "cannot read" in message or "Permission denied" in message
+    print(f"UNKNOWN: {message}; {NEEDS_ACCESS}" if unreadable else f"UNKNOWN: {message}")
     return UNKNOWN
 
 

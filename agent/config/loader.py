@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import stat
 import tomllib
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from ..policy.durations import MAX_DURATION, DurationTooLong, parse_duration
 from ..policy.renewal import RenewBefore
 from .cluster import parse_cluster
 from .deploy import parse_deploy, parse_hooks
+from .listen import is_ip_address, parse_listen
 from .tomltable import Table as _Table
 from .tomltable import relative_to as _relative_to
 from .types import (
@@ -225,33 +225,6 @@ def _parse_http01(table: _Table, base: Path) -> Http01Config:
     return Http01Config(mode, host, port, _relative_to(Path(webroot), base) if webroot else None)
 
 
-def is_ip_address(text: str) -> bool:
-    """An IPv4 or IPv6 address (socket.inet_pton: no ipaddress import at start-up)."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, text)
-            return True
-        except OSError:
-            pass
-    return False
-
-
-def parse_listen(listen: str, table: _Table) -> tuple[str, int]:
-    host, sep, port_text = listen.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    try:
-        port = int(port_text)
-        if not is_ip_address(host):
-            raise ValueError(host)
-    except ValueError:
-        raise table.error(
-            "listen", f"{listen!r} must be ADDRESS:PORT, e.g. 0.0.0.0:80 or [::]:80"
-        ) from None
-    if not sep or not 1 <= port <= 65535:
-        raise table.error("listen", f"{listen!r}: port must be 1-65535")
-    return host, port
-
-
 def parse_certificate(
     entry: Any, where: str, prefix: str, default_name: str | None = None
 ) -> CertificateConfig:
@@ -339,6 +312,10 @@ def load_certs_dir(
             _check_unique(cert, first)
         except ConfigError as err:
             problems.append(ConfigProblem(_name_of(path, sources), path, str(err)))
+            continue
+        except Exception as err:  # a bug of ours: still this file's problem only
+            message = f"{path}: internal error ({type(err).__name__}: {err}); please report it"
+            problems.append(ConfigProblem(_name_of(path, sources), path, message))
             continue
         first[cert.name] = cert
         certs.append(cert)

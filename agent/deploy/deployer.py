@@ -192,9 +192,10 @@ class Deployer:
         reload_command: tuple[str, ...] | None,
     ) -> None:
         for item in group:
-            _restore(backups[item.cert.name])
-            result.errors[item.cert.name] = f"{reason}; previous files restored"
-            log.error("%s: deployment failed: %s; previous files restored", item.cert.name, reason)
+            restored = _restore(backups[item.cert.name])
+            after = "previous files restored" if restored else "the new files stay in place"
+            result.errors[item.cert.name] = f"{reason}; {after}"
+            log.error("%s: deployment failed: %s; %s", item.cert.name, reason, after)
         if reload_command is not None:
             self._reload_after_rollback(reload_command, max(i.config.timeout for i in group))
 
@@ -258,11 +259,17 @@ def make_folders(folder: Path) -> None:
             raise StoreError(describe(err, level)) from None
 
 
-def _restore(backups: list[_Backup]) -> None:
+def _restore(backups: list[_Backup]) -> bool:
+    """Put every file back; False (and nothing touched) when one of them could not be read
+    before: restoring the others would pair an old certificate with a new key."""
+    unknown = [b.path for b in backups if b.unknown]
+    if unknown:
+        log.error("%s: not restored (it could not be read before), so neither are the other "
+                  "files of this certificate: the new files stay in place, as a matching "
+                  "set", unknown[0])  # fmt: skip
+        return False
     for backup in reversed(backups):
         try:
-            if backup.unknown:
-                continue  # nothing known to put back: leave what is there
             if backup.content is None:
                 with contextlib.suppress(FileNotFoundError):
                     backup.path.unlink()
@@ -270,6 +277,7 @@ def _restore(backups: list[_Backup]) -> None:
                 write_file_atomic(backup.path, backup.content, backup.mode, backup.uid, backup.gid)
         except (StoreError, OSError) as err:
             log.error("%s: could not restore the previous file: %s", backup.path, err)
+    return True
 
 
 def served_serial(host: str, port: int, sni: str, timeout: float) -> int:

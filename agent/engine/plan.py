@@ -80,9 +80,12 @@ class Planner:
         no_ari_until = ari.ca_without_ari(self.store, self.directory, now)
         if no_ari_until is not None:  # known: this CA has no renewalInfo; no request
             return AriState(current.serial, False, no_ari_until)
-        stale = state if state is not None and state.serial == current.serial else None
         assert self.refresh is not None
-        return self.refresh(cert, current, now) or stale
+        fresh = self.refresh(cert, current, now)
+        if fresh is not None:
+            return fresh
+        state = ari.load_state(self.store, cert.name)  # as the refresh left it (postponed)
+        return state if state is not None and state.serial == current.serial else None
 
     def needs_ari_request(self, name: str, current: CertRecord) -> bool:
         """Would planning ``name`` online ask the CA for renewal information?"""

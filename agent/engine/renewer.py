@@ -16,7 +16,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ..config.types import CertificateConfig, Config
@@ -45,6 +45,9 @@ if TYPE_CHECKING:
     from .metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+# The CA's renewal information could not be fetched: ask again after this long.
+ARI_RETRY = timedelta(hours=1)
 
 
 class Renewer:
@@ -267,11 +270,9 @@ class Renewer:
         self, cert: CertificateConfig, current: CertRecord, now: datetime
     ) -> AriState | None:
         """Ask the CA for ``cert``'s renewal information and keep it (None: no answer)."""
-        if self._ari_unreachable:
-            return None
-        live = self.store.current(cert.name)
+        live = self.store.current(cert.name) if not self._ari_unreachable else None
         if live is None:
-            return None
+            return self._postpone_ari(cert.name, current, now)
         from ..acme import ari as ari_request
 
         try:
@@ -281,11 +282,19 @@ class Renewer:
         except AgentError as err:
             self._ari_unreachable = True  # once per process, not once per certificate
             log.warning("%s: cannot check renewal information: %s", cert.name, err)
-            return None
+            return self._postpone_ari(cert.name, current, now)
         if not fresh.supported:
             ari.remember_ca_without_ari(self.store, self.config.acme.directory, fresh.next_check)
         ari.save_state(self.store, cert.name, fresh)
         return fresh
+
+    def _postpone_ari(self, name: str, current: CertRecord, now: datetime) -> None:
+        """No answer from the CA: what was known stays in use, and is asked for again in
+        ARI_RETRY, not at once (else the daemon would start a worker for it every batch)."""
+        stale = ari.load_state(self.store, name)
+        if stale is not None and stale.serial == current.serial and stale.next_check <= now:
+            ari.save_state(self.store, name, dataclasses.replace(stale, next_check=now + ARI_RETRY))
+        return None
 
 
 def _waiting(cert: CertificateConfig, node: str, seconds_left: float) -> Outcome:

@@ -3,6 +3,7 @@ certificate's status and ``now``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from ..model import CertStatus
@@ -57,10 +58,13 @@ def evaluate(
     now: datetime,
     warn: Threshold | None = None,
     crit: Threshold | None = None,
+    file_errors: Sequence[str] = (),
 ) -> tuple[int, str]:
     """Nagios-style: (0 OK | 1 WARNING | 2 CRITICAL, one line naming what is at fault and
-    why: the CA's or the configuration's own words where there are some)."""
-    critical, warning = [], []
+    why: the CA's or the configuration's own words where there are some). ``file_errors``:
+    files of certs_dir in error that are no certificate's (e.g. a second file for a name)."""
+    critical: list[str] = []
+    warning = [f"configuration file in error: {_reason(m, '')}" for m in file_errors]
     for s in statuses:
         failed = f" (last attempt failed: {_reason(s.last_error, s.name)})" if s.last_error else ""
         if s.config_error and s.seconds_left is None:
