@@ -3,8 +3,11 @@ and a minimal environment so no secret of ours ever reaches a child."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -31,28 +34,38 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 def run(
     argv: Sequence[str], timeout: float, extra_env: Mapping[str, str] | None = None
 ) -> CommandResult:
+    """Run ``argv`` in a process group of its own, wait for that process (not for its
+    output pipe, which a forked grandchild such as ``sh -c "x & echo started"`` keeps
+    open), and on timeout kill the whole group. Output goes to a temporary file."""
     args = tuple(argv)
     shown = " ".join(args)
-    try:
-        proc = subprocess.run(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-            env=child_env(extra_env),
-            check=False,
-        )
-    except FileNotFoundError:
-        return CommandResult(args, False, f"`{shown}`: command not found")
-    except PermissionError:
-        return CommandResult(args, False, f"`{shown}`: permission denied")
-    except subprocess.TimeoutExpired:
-        return CommandResult(
-            args, False, f"`{shown}` timed out after {timeout:.0f} s and was killed"
-        )
-    output = proc.stdout.decode("utf-8", "replace").strip()
-    if proc.returncode == 0:
+    with tempfile.TemporaryFile() as output:
+        try:
+            proc = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                env=child_env(extra_env), start_new_session=True,
+            )  # fmt: skip
+        except FileNotFoundError:
+            return CommandResult(args, False, f"`{shown}`: command not found")
+        except PermissionError:
+            return CommandResult(args, False, f"`{shown}`: permission denied")
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return CommandResult(
+                args, False, f"`{shown}` timed out after {timeout:.0f} s and was killed"
+            )
+        output.seek(0)
+        text = output.read(1024 * 1024).decode("utf-8", "replace").strip()
+    if code == 0:
         return CommandResult(args, True, f"`{shown}` succeeded")
-    tail = " | ".join(output[-OUTPUT_TAIL:].splitlines())
-    return CommandResult(args, False, f"`{shown}` exited with {proc.returncode}: {tail}")
+    tail = " | ".join(text[-OUTPUT_TAIL:].splitlines())
+    return CommandResult(args, False, f"`{shown}` exited with {code}: {tail}")
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL to the command's whole process group (it leads it: start_new_session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
