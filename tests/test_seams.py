@@ -13,7 +13,7 @@ import pytest
 from agent import keys
 from agent.config import load
 from agent.config.types import CertificateConfig
-from agent.daemon.service import keep_previous_definitions
+from agent.daemon.reload import keep_previous_definitions
 from agent.errors import IssuanceError
 from agent.fleet.backend import FleetBackend
 from agent.fleet.cluster import Lease, SharedCert

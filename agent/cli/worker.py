@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -72,8 +73,14 @@ def work(request: dict[str, Any]) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM from the daemon: unwind (tokens removed, leases released, locks dropped)."""
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     os.umask(0o077)  # nothing we create is for other users unless we chmod it so
+    signal.signal(signal.SIGTERM, _stop)
     try:
         request = json.loads(sys.stdin.buffer.read())
     except ValueError as err:

@@ -17,6 +17,7 @@ import itertools
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -61,6 +62,7 @@ class Schedule:
         self._bulk = False  # schedule_all: arm the job once, at the end
         self._ari_asked: dict[str, str] = {}
         self._plan_log_level = logging.INFO
+        self.evaluated = time.monotonic()  # when the schedule was last looked at
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(SCHEDULER_THREADS)},
@@ -101,10 +103,18 @@ class Schedule:
 
     def _fire(self, armed: datetime) -> None:
         """The job: every certificate due by now goes to ``on_due``; arm for the next."""
-        now = datetime.now(UTC)
-        due = []
         with self._heap_lock:
             self._armed.discard(armed)
+        self.evaluate(datetime.now(UTC))
+
+    def evaluate(self, now: datetime) -> int:
+        """Hand every certificate due by ``now`` (the wall clock) to ``on_due`` and arm the
+        job for the next; how many were due. Called by the job and by the daemon's tick,
+        so that a clock that jumps forward (a resumed VM, an NTP step) renews what became
+        due at once, whatever the job's own wait says; a clock that jumps back renews
+        nothing early (nothing is due by it)."""
+        due = []
+        with self._heap_lock:
             while self._heap and self._heap[0][0] <= now:
                 when, name = heapq.heappop(self._heap)
                 state = self.states.get(name)
@@ -114,6 +124,17 @@ class Schedule:
                 self._arm(self._heap[0][0])
         for name in due:
             self.on_due(name)
+        self.evaluated = time.monotonic()
+        return len(due)
+
+    def retry_failed_now(self) -> int:
+        """SIGHUP: every certificate whose last attempt failed is tried again now (once; a
+        new failure continues its backoff)."""
+        failed = [name for name, state in self.states.items() if state.failures]
+        now = datetime.now(UTC)
+        for name in failed:
+            self.schedule(name, now)
+        return len(failed)
 
     # -- decisions --------------------------------------------------------------------
     def schedule_all(self, certs: Iterable[CertificateConfig]) -> None:

@@ -17,11 +17,9 @@ import contextlib
 import faulthandler
 import logging
 import os
-import select
 import signal
 import threading
 import time
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -31,13 +29,16 @@ from ..config.loader import load
 from ..config.types import Config
 from ..engine.plan import Planner
 from ..errors import AgentError, ConfigError
-from ..model import Outcome, Status
+from ..http01.responder import OWNER_FILE
+from ..model import TOKEN_RE, Outcome, Status
 from ..store.attempts import load_attempt
 from ..store.certs import Store
 from . import sdnotify
+from .reload import keep_previous_definitions
 from .schedule import Schedule
+from .waker import Waker
 from .watch import ConfigWatch
-from .worker import Worker
+from .worker import Worker, WorkerStartError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE = 8.0
 # Due certificates arriving within this window share one worker process.
 BATCH_WINDOW = 0.2
+# The main loop looks at the schedule against the wall clock at least this often, so a
+# clock that jumps forward renews what became due within this long (whatever the
+# scheduler's own wait says), and the watchdog is fed only while that keeps happening.
+TICK = 60.0
 
 
 class Daemon:
@@ -55,6 +60,9 @@ class Daemon:
         self.wake = Waker()
         self.stop_requested = False
         self.reload_requested = False
+        self.retry_requested = False  # SIGHUP: also retry what failed, now
+        self.fatal: str | None = None  # a thread of ours died: exit, and systemd restarts us
+        self._batcher_thread: threading.Thread | None = None
         self._responder: Any = None
         self._watch: ConfigWatch | None = None
         self._fleet: Any = None
@@ -110,6 +118,7 @@ class Daemon:
 
         def on_hup(signum: int, frame: FrameType | None) -> None:
             self.reload_requested = True
+            self.retry_requested = True
             self.wake.set()
 
         # SIGUSR1 writes every thread's stack to stderr (the journal): for a daemon that
@@ -154,6 +163,24 @@ class Daemon:
             self._due.add(name)
         self._batch_ready.set()
 
+    def _supervised(self, name: str, target: Any) -> threading.Thread:
+        """A thread that, should it die of a bug, says so once with its traceback and stops
+        the daemon (exit 1: systemd restarts it), instead of leaving a process that looks
+        alive and does nothing."""
+
+        def body() -> None:
+            try:
+                target()
+            except Exception:
+                log.exception("the %s thread died; exiting so that the agent is restarted", name)
+                self.fatal = f"the {name} thread died"
+                self.stop_requested = True
+                self.wake.set()
+
+        thread = threading.Thread(target=body, name=name, daemon=True)
+        thread.start()
+        return thread
+
     def _batcher(self) -> None:
         """Gather due certificates for BATCH_WINDOW, then renew them in one worker."""
         while not self.stop_requested:
@@ -165,9 +192,15 @@ class Daemon:
                 names, self._due = sorted(self._due), set()
                 self._batch_ready.clear()
             names = [n for n in names if self.config.certificate(n) is not None]
-            if names:
+            if not names:
+                continue
+            try:
                 self._run_batch(names)
-                self.wake.set()  # refresh STATUS
+            except WorkerStartError as err:
+                log.critical("%s; exiting so that the agent is restarted", err)
+                self.fatal = str(err)
+                self.stop_requested = True
+            self.wake.set()  # refresh STATUS
 
     def _run_batch(self, names: list[str]) -> None:
         result = self._worker.run(self.config, names, self._after, self.metrics is not None)
@@ -287,8 +320,9 @@ class Daemon:
             settings = self.config.metrics
             self.metrics.serve(settings.listen_host, settings.listen_port)
             log.info("metrics on http://%s:%d/metrics", settings.listen_host, settings.listen_port)
+        self._remove_stale_tokens()
         self.schedule.start()
-        threading.Thread(target=self._batcher, name="batcher", daemon=True).start()
+        self._batcher_thread = self._supervised("batcher", self._batcher)
         self.schedule.schedule_all(self.config.certificates)
         self._start_fleet()
         self._refresh_metrics()
@@ -296,15 +330,47 @@ class Daemon:
         sdnotify.notify("READY=1", self.status_line())
         log.info("acme-agent running with %d certificates (pid %d)",
                  len(self.config.certificates), os.getpid())  # fmt: skip
-        interval = sdnotify.watchdog_interval()
+        interval = min(sdnotify.watchdog_interval() or TICK, TICK)
         while not self.stop_requested:
             self.wake.wait(timeout=interval)
             if self.stop_requested:
                 break
             if self.reload_requested:
                 self.reload()
+            if self.retry_requested:
+                self.retry_requested = False
+                if count := self.schedule.retry_failed_now():
+                    log.info("SIGHUP: retrying %d failed certificate(s) now", count)
+            self.schedule.evaluate(datetime.now(UTC))
+            if (problem := self._unhealthy()) is not None:
+                log.critical("%s; exiting so that the agent is restarted", problem)
+                self.fatal = problem
+                break
             sdnotify.notify("WATCHDOG=1", self.status_line())
-        return self.shutdown()
+        code = self.shutdown()
+        return 1 if self.fatal is not None else code
+
+    def _unhealthy(self) -> str | None:
+        """Why the daemon is no longer doing its work (None: it is): the watchdog is fed
+        only while the batcher and the watch are alive and the schedule is looked at."""
+        if self.fatal is not None:
+            return self.fatal
+        if self._batcher_thread is not None and not self._batcher_thread.is_alive():
+            return "the batcher thread is gone"
+        if self._watch is not None and not self._watch.alive():
+            return "the configuration watch is gone"
+        if time.monotonic() - self.schedule.evaluated > 3 * TICK:
+            return f"the schedule was not looked at for {3 * TICK:.0f} s"
+        return None
+
+    def _remove_stale_tokens(self) -> None:
+        """HTTP-01 tokens a killed worker left in ``state_dir/http01`` (at start and stop)."""
+        folder = self.store.root / "http01"
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name != OWNER_FILE and TOKEN_RE.match(entry.name):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
     def shutdown(self) -> int:
         log.info("stopping")
@@ -320,50 +386,8 @@ class Daemon:
         self._worker.stop(SHUTDOWN_GRACE)
         if self._responder is not None:
             self._responder.close()
+        self._remove_stale_tokens()
         return 0
-
-
-class Waker:
-    """Wakes the main loop from threads and from signal handlers. A pipe, not a
-    threading.Event: Event.set() takes a lock that the interrupted main thread may be
-    holding inside Event.wait(), and a signal handler calling it can deadlock."""
-
-    def __init__(self) -> None:
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._read, False)
-        os.set_blocking(self._write, False)
-
-    def set(self) -> None:
-        with contextlib.suppress(BlockingIOError):  # already full: a wake is pending anyway
-            os.write(self._write, b"x")
-
-    def wait(self, timeout: float | None = None) -> None:
-        select.select([self._read], [], [], timeout)
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._read, 4096):
-                pass
-
-
-def keep_previous_definitions(old: Config, new: Config) -> Config:
-    """A file of certs_dir that is in error after an edit keeps its certificate's previous
-    definition in force (and the text the worker is handed): a typo never stops the
-    renewal of a certificate that was fine."""
-    kept = []
-    sources = dict(new.sources)
-    for problem in new.problems:
-        path = str(problem.path)
-        # The certificate that file defined (its name may differ from the file's stem),
-        # and only one the worker can be handed again: the file's previous text.
-        before = next((c for c in old.certificates if c.source == path), None)
-        if before is None or new.certificate(before.name) is not None or path not in old.sources:
-            continue
-        kept.append(before)
-        sources[path] = old.sources[path]
-        log.error("configuration not reloaded for %s: %s; its previous definition stays "
-                  "in force", before.name, problem.message)  # fmt: skip
-    if not kept:
-        return new
-    return replace(new, certificates=new.certificates + tuple(kept), sources=sources)
 
 
 def run_daemon(config_path: Path) -> int:

@@ -46,6 +46,9 @@ class ConfigWatch:
         observer.start()
         self._observer = observer
 
+    def alive(self) -> bool:
+        return self._observer is None or self._observer.is_alive()  # type: ignore[attr-defined]
+
     def stop(self) -> None:
         if self._observer is not None:
             self._observer.stop()  # type: ignore[attr-defined]

@@ -22,18 +22,21 @@ is a failure like any other.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from ..config.types import Config
+from ..errors import AgentError
 from ..model import Outcome
 
 log = logging.getLogger(__name__)
@@ -56,7 +59,7 @@ def request(config: Config, names: Sequence[str], verbose: int, durations: bool)
 
 
 def read_results(
-    stream: IO[bytes], result: WorkerResult, on_outcome: Callable[[Outcome], None]
+    stream: Iterable[bytes], result: WorkerResult, on_outcome: Callable[[Outcome], None]
 ) -> None:
     """Hand each outcome on as it arrives; a line that is not ours is logged."""
     for raw in stream:
@@ -78,6 +81,29 @@ def read_results(
         result.reported.add(outcome.name)
 
 
+class WorkerStartError(AgentError):
+    """The worker cannot be started (the interpreter or the virtualenv was replaced under
+    the running daemon, e.g. by a package upgrade)."""
+
+
+# The daemon kills a worker that has reported nothing for longer than an order can take
+# (issuance_timeout, plus every retry of one request), plus deployment and hooks, plus this.
+SILENCE_MARGIN = 10.0
+# One protocol step sends a request this many times at most (1 + the transient retries).
+TRANSIENT_ATTEMPTS = 6
+
+
+def silence_limit(config: Config) -> float:
+    """Seconds without an outcome after which a worker is taken for hung (e.g. stopped, or
+    stuck on a CA that never answers) and its process group is killed."""
+    acme = config.acme
+    deploys = [c.deploy for c in config.certificates if c.deploy is not None]
+    deploy = max((d.timeout * 2 + d.verify_timeout for d in deploys), default=0.0)
+    hooks = config.hooks.timeout if (config.hooks.pre or config.hooks.post) else 0.0
+    order = acme.issuance_timeout + (TRANSIENT_ATTEMPTS * acme.request_timeout)
+    return order + deploy + 2 * hooks + SILENCE_MARGIN
+
+
 class Worker:
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
@@ -92,7 +118,9 @@ class Worker:
         durations: bool = False,
     ) -> WorkerResult:
         """Renew ``names`` (those due; the worker decides again) with ``config``; hand each
-        outcome to ``on_outcome`` as it arrives (``durations``: collect request timings)."""
+        outcome to ``on_outcome`` as it arrives (``durations``: collect request timings).
+        A worker silent for longer than :func:`silence_limit` is killed, process group and
+        all; the certificates it did not report are then failures like any other."""
         env = dict(os.environ)
         env.pop("NOTIFY_SOCKET", None)  # only the daemon speaks to systemd
         verbose = 1 if logging.getLogger().getEffectiveLevel() <= logging.DEBUG else 0
@@ -100,10 +128,16 @@ class Worker:
         with self._lock:
             if self._stopping:
                 return WorkerResult(0)
-            proc = self._proc = subprocess.Popen(
-                [sys.executable, "-m", WORKER_MODULE],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-            )  # fmt: skip
+            try:
+                proc = self._proc = subprocess.Popen(
+                    [sys.executable, "-m", WORKER_MODULE], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, env=env, start_new_session=True,
+                )  # fmt: skip
+            except OSError as err:
+                raise WorkerStartError(
+                    f"cannot start the renewal worker ({sys.executable}: {err.strerror}): the "
+                    "agent's installation changed under the running daemon"
+                ) from None
         assert proc.stdin is not None and proc.stdout is not None
         result = WorkerResult(0)
         try:
@@ -111,8 +145,14 @@ class Worker:
                 proc.stdin.write(request(config, names, verbose, durations))
         except BrokenPipeError:
             pass  # it died before reading: no outcome, reported as a failure below
+        limit = silence_limit(config)
         with proc.stdout:
-            read_results(proc.stdout, result, on_outcome)
+            lines = LinesUntilSilent(proc.stdout, limit)
+            read_results(lines, result, on_outcome)
+        if lines.silent:
+            log.error("the renewal worker reported nothing for %.0f s; killed it (and its "
+                      "processes)", limit)  # fmt: skip
+            _kill_group(proc)
         result.exit_code = proc.wait()
         with self._lock:
             self._proc = None
@@ -128,5 +168,34 @@ class Worker:
         try:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            _kill_group(proc)
+
+
+class LinesUntilSilent:
+    """The lines of ``stream``, until EOF or until none arrives for ``limit`` seconds."""
+
+    def __init__(self, stream: IO[bytes], limit: float) -> None:
+        self.fd, self.limit = stream.fileno(), limit
+        self.silent = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        pending = b""
+        while True:
+            ready, _, _ = select.select([self.fd], [], [], self.limit)
+            if not ready:
+                self.silent = True
+                return
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                if pending:
+                    yield pending
+                return
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            yield from (line for line in lines if line)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

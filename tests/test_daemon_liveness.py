@@ -1,0 +1,150 @@
+"""A daemon that cannot die quietly (issue 14): the schedule follows the wall clock, SIGHUP
+retries what failed, a hung worker is killed, a lost interpreter ends the process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agent.config.types import CertificateConfig
+from agent.daemon.schedule import Schedule
+from agent.engine.plan import Planner
+from agent.localca import LocalCA
+from agent.store.certs import Store
+from tests.conftest import cert_table, write_config
+from tests.daemon_proc import ROOT, DaemonProc
+
+T0 = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def schedule(tmp_path: Path) -> tuple[Schedule, list[str]]:
+    due: list[str] = []
+    planner = Planner(Store(tmp_path / "state"), "https://ca.example/dir", lambda: T0)
+    return Schedule(planner, due.append), due
+
+
+def test_a_clock_jump_forward_renews_at_once_and_back_renews_nothing(tmp_path: Path) -> None:
+    plan, due = schedule(tmp_path)
+    plan._bulk = True
+    plan.schedule("a", T0 + timedelta(days=30))
+    assert plan.evaluate(T0) == 0 and due == []
+    assert plan.evaluate(T0 - timedelta(days=365)) == 0  # back: nothing early
+    assert plan.evaluate(T0 + timedelta(days=31)) == 1 and due == ["a"]  # forward: at once
+    assert plan.evaluate(T0 + timedelta(days=32)) == 0  # and once
+
+
+def test_sighup_retries_what_failed_now(tmp_path: Path) -> None:
+    plan, _ = schedule(tmp_path)
+    plan._bulk = True
+    cert = CertificateConfig("f", ("f.example.com",))
+    plan.schedule_retry(cert, "boom")
+    plan.schedule("ok", T0 + timedelta(days=30))
+    before = plan.states["f"].next_run
+    assert plan.retry_failed_now() == 1
+    assert plan.states["f"].next_run is not None and before is not None
+    assert plan.states["f"].next_run <= datetime.now(UTC) < before
+
+
+@pytest.mark.integration
+def test_sighup_after_a_fixed_failure_renews_within_seconds(
+    tmp_path: Path, pebble: LocalCA
+) -> None:
+    setup = write_config(tmp_path, pebble, cert_table("h", "h.example.com"))
+    good = setup.config.read_text()
+    broken_port = good.replace(pebble.directory_url, pebble.directory_url.replace(
+        str(pebble.directory_url.split(":")[2].split("/")[0]), "1"))  # fmt: skip
+    setup.config.write_text(broken_port)
+    stale = setup.state / "http01" / ("T" * 43)
+    stale.parent.mkdir(parents=True)
+    stale.write_text("left by a killed worker")
+    daemon = DaemonProc(setup.config, tmp_path / "daemon.log")
+    try:
+        daemon.wait_for(r"h: attempt 1 failed; retrying in", timeout=30)
+        assert not stale.exists()  # removed at start
+        setup.config.write_text(good)  # the operator fixes it ...
+        daemon.wait_for(r"configuration reloaded", timeout=10)
+        started = time.monotonic()
+        daemon.signal(signal.SIGHUP)  # ... and asks for a retry
+        daemon.wait_for(r"SIGHUP: retrying 1 failed certificate\(s\) now", timeout=10)
+        daemon.wait_for(r"h: installed serial", timeout=15)
+        assert time.monotonic() - started < 10  # not after the backoff (a minute or more)
+    finally:
+        assert daemon.stop() == 0
+
+
+def worker_pids(daemon_pid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == daemon_pid and b"agent.cli.worker" in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.integration
+def test_a_worker_that_hangs_is_killed_at_its_deadline(tmp_path: Path, pebble: LocalCA) -> None:
+    setup = write_config(tmp_path, pebble, cert_table("w", "w.example.com"))
+    text = setup.config.read_text().replace("issuance_timeout = 30", "issuance_timeout = 1")
+    setup.config.write_text(text.replace("[acme]\n", "[acme]\nrequest_timeout = 1\n", 1))
+    daemon = DaemonProc(setup.config, tmp_path / "daemon.log")
+    try:
+        deadline = time.monotonic() + 10
+        while not (pids := worker_pids(daemon.proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert pids, "no worker started"
+        os.kill(pids[0], signal.SIGSTOP)  # hung: it reports nothing
+        # issuance_timeout 1 + 6 x request_timeout 1 + 10 s margin = 17 s of silence
+        daemon.wait_for(r"the renewal worker reported nothing for 17 s; killed it", timeout=30)
+        daemon.wait_for(r"w: attempt 1 failed; retrying in", timeout=5)
+        assert daemon.proc.poll() is None  # the daemon itself carries on
+        assert worker_pids(daemon.proc.pid) == []
+    finally:
+        assert daemon.stop() == 0
+
+
+@pytest.mark.integration
+def test_an_interpreter_gone_under_the_daemon_ends_it_non_zero(
+    tmp_path: Path, pebble: LocalCA
+) -> None:
+    """A package upgrade replaced the virtualenv: the daemon says so and exits 1, so that
+    systemd starts the new one (it used to live on, renewing nothing)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)  # fmt: skip
+    site = next(Path(sys.prefix).glob("lib/python3*/site-packages"))
+    certs = tmp_path / "certs.d"
+    certs.mkdir()
+    setup = write_config(tmp_path, pebble, "")
+    setup.config.write_text(f'certs_dir = "{certs}"\n' + setup.config.read_text())
+    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 - closed below
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{site}"}
+    proc = subprocess.Popen([str(venv / "bin" / "python"), "-m", "agent", "--config",
+                             str(setup.config), "run"], stderr=log, env=env)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while b"running with" not in (tmp_path / "daemon.log").read_bytes():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        shutil.rmtree(venv)  # the upgrade
+        (certs / "new.toml").write_text('domains = ["new.example.com"]\n')
+        assert proc.wait(timeout=30) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    text = (tmp_path / "daemon.log").read_text()
+    assert "cannot start the renewal worker" in text and "Traceback" not in text
