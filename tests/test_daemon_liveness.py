@@ -148,3 +148,49 @@ def test_an_interpreter_gone_under_the_daemon_ends_it_non_zero(
         log.close()
     text = (tmp_path / "daemon.log").read_text()
     assert "cannot start the renewal worker" in text and "Traceback" not in text
+
+
+@pytest.mark.integration
+def test_a_recreated_certs_dir_is_noticed(tmp_path: Path, pebble: LocalCA) -> None:
+    certs = tmp_path / "certs.d"
+    certs.mkdir()
+    (certs / "a.toml").write_text('domains = ["ra.example.com"]\n')
+    setup = write_config(tmp_path, pebble, "")
+    setup.config.write_text(f'certs_dir = "{certs}"\n' + setup.config.read_text())
+    daemon = DaemonProc(setup.config, tmp_path / "daemon.log")
+    try:
+        daemon.wait_for(r"a: installed serial")
+        shutil.rmtree(certs)  # what configuration management does
+        certs.mkdir()
+        (certs / "a.toml").write_text('domains = ["ra.example.com"]\n')
+        (certs / "b.toml").write_text('domains = ["rb.example.com"]\n')
+        daemon.wait_for(r"b: installed serial", timeout=10)
+        (certs / "c.toml").write_text('domains = ["rc.example.com"]\n')  # watched again
+        daemon.wait_for(r"c: installed serial", timeout=10)
+    finally:
+        assert daemon.stop() == 0
+    assert "configuration changed: " in daemon.text()
+
+
+@pytest.mark.integration
+def test_a_symlink_swapped_main_file_is_noticed(tmp_path: Path, pebble: LocalCA) -> None:
+    """A Kubernetes ConfigMap mount: agent.toml -> ..data/agent.toml, ..data -> ..v1,
+    and an update swaps ..data atomically."""
+    (tmp_path / "src").mkdir()
+    setup = write_config(tmp_path / "src", pebble, cert_table("k1", "k1.example.com"))
+    mount = tmp_path / "mount"
+    (mount / "..v1").mkdir(parents=True)
+    (mount / "..v1" / "agent.toml").write_text(setup.config.read_text())
+    (mount / "..data").symlink_to("..v1")
+    (mount / "agent.toml").symlink_to("..data/agent.toml")
+    daemon = DaemonProc(mount / "agent.toml", tmp_path / "daemon.log")
+    try:
+        daemon.wait_for(r"k1: installed serial")
+        (mount / "..v2").mkdir()
+        text = setup.config.read_text() + cert_table("k2", "k2.example.com")
+        (mount / "..v2" / "agent.toml").write_text(text)
+        (mount / "..data_tmp").symlink_to("..v2")
+        os.replace(mount / "..data_tmp", mount / "..data")
+        daemon.wait_for(r"k2: installed serial", timeout=10)
+    finally:
+        assert daemon.stop() == 0

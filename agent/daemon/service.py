@@ -13,7 +13,6 @@ No ACME code here: the resident daemon never loads the protocol stack (about 20 
 
 from __future__ import annotations
 
-import contextlib
 import faulthandler
 import logging
 import os
@@ -29,13 +28,14 @@ from ..config.loader import load
 from ..config.types import Config
 from ..engine.plan import Planner
 from ..errors import AgentError, ConfigError
-from ..http01.responder import OWNER_FILE
-from ..model import TOKEN_RE, Outcome, Status
+from ..http01.responder import remove_handed_over_tokens
+from ..model import Outcome, Status
 from ..store.attempts import load_attempt
 from ..store.certs import Store
 from . import sdnotify
 from .reload import keep_previous_definitions
 from .schedule import Schedule
+from .threads import supervised
 from .waker import Waker
 from .watch import ConfigWatch
 from .worker import Worker, WorkerStartError
@@ -65,6 +65,7 @@ class Daemon:
         self._batcher_thread: threading.Thread | None = None
         self._responder: Any = None
         self._watch: ConfigWatch | None = None
+        self._fingerprint: tuple[object, ...] = ()
         self._fleet: Any = None
         self._cluster: Any = None
         self._due: set[str] = set()
@@ -129,12 +130,25 @@ class Daemon:
         signal.signal(signal.SIGHUP, on_hup)
 
     def _start_watch(self) -> None:
-        def request_reload() -> None:
+        def request_reload(what: str) -> None:
+            log.info("configuration changed: %s", what)
             self.reload_requested = True
             self.wake.set()
 
         self._watch = ConfigWatch(self.config_path, self.config.certs_dir, request_reload)
         self._watch.start()
+        self._fingerprint = self._watch.fingerprint()
+
+    def _check_fingerprint(self) -> None:
+        """The safety net under the watch (the tick): a change it missed is noticed here."""
+        if self._watch is None:
+            return
+        now = self._watch.fingerprint()
+        if now != self._fingerprint:
+            self._fingerprint = now
+            log.info("configuration changed (noticed by the periodic check); reloading")
+            self._watch.restart()
+            self.reload_requested = True
 
     def _start_fleet(self) -> None:
         if self._fleet is not None:
@@ -163,23 +177,11 @@ class Daemon:
             self._due.add(name)
         self._batch_ready.set()
 
-    def _supervised(self, name: str, target: Any) -> threading.Thread:
-        """A thread that, should it die of a bug, says so once with its traceback and stops
-        the daemon (exit 1: systemd restarts it), instead of leaving a process that looks
-        alive and does nothing."""
-
-        def body() -> None:
-            try:
-                target()
-            except Exception:
-                log.exception("the %s thread died; exiting so that the agent is restarted", name)
-                self.fatal = f"the {name} thread died"
-                self.stop_requested = True
-                self.wake.set()
-
-        thread = threading.Thread(target=body, name=name, daemon=True)
-        thread.start()
-        return thread
+    def _died(self, why: str) -> None:
+        """A thread of ours died (it said why, with its traceback): stop, exit 1."""
+        self.fatal = why
+        self.stop_requested = True
+        self.wake.set()
 
     def _batcher(self) -> None:
         """Gather due certificates for BATCH_WINDOW, then renew them in one worker."""
@@ -248,6 +250,8 @@ class Daemon:
     def reload(self) -> None:
         self.reload_requested = False
         sdnotify.notify("RELOADING=1")
+        if self._watch is not None:
+            self._fingerprint = self._watch.fingerprint()  # what this reload reads
         try:
             new = load(self.config_path)
         except Exception as err:  # whatever it is, the daemon carries on with what it has
@@ -322,7 +326,7 @@ class Daemon:
             log.info("metrics on http://%s:%d/metrics", settings.listen_host, settings.listen_port)
         self._remove_stale_tokens()
         self.schedule.start()
-        self._batcher_thread = self._supervised("batcher", self._batcher)
+        self._batcher_thread = supervised("batcher", self._batcher, self._died)
         self.schedule.schedule_all(self.config.certificates)
         self._start_fleet()
         self._refresh_metrics()
@@ -341,6 +345,9 @@ class Daemon:
                 self.retry_requested = False
                 if count := self.schedule.retry_failed_now():
                     log.info("SIGHUP: retrying %d failed certificate(s) now", count)
+            self._check_fingerprint()
+            if self.reload_requested:
+                self.reload()
             self.schedule.evaluate(datetime.now(UTC))
             if (problem := self._unhealthy()) is not None:
                 log.critical("%s; exiting so that the agent is restarted", problem)
@@ -365,12 +372,7 @@ class Daemon:
 
     def _remove_stale_tokens(self) -> None:
         """HTTP-01 tokens a killed worker left in ``state_dir/http01`` (at start and stop)."""
-        folder = self.store.root / "http01"
-        with contextlib.suppress(OSError), os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name != OWNER_FILE and TOKEN_RE.match(entry.name):
-                    with contextlib.suppress(OSError):
-                        os.unlink(entry.path)
+        remove_handed_over_tokens(self.store.root / "http01")
 
     def shutdown(self) -> int:
         log.info("stopping")

@@ -1,14 +1,29 @@
-"""Watching the configuration: the main file's folder and ``certs_dir`` (watchdog,
-debounced), so an edit is picked up without SIGHUP."""
+"""Watching the configuration, so that an edit is picked up without SIGHUP, and so that
+nothing a configuration-management tool or Kubernetes does is missed:
+
+- the folder of the main file, as written (not resolved): a main file that is a symlink
+  swapped atomically (a ConfigMap's ``..data`` link) changes an entry there;
+- ``certs_dir`` and its parent: a ``certs_dir`` removed and created again is watched
+  again (inotify watches the old folder's inode, which is gone);
+- a periodic :meth:`ConfigWatch.fingerprint` (the daemon's tick) as a safety net: the main
+  file as its links resolve now, and ``certs_dir`` itself (inode and times).
+
+Bursts of events (editors write several times) are coalesced into one reload.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+
+log = logging.getLogger(__name__)
 
 # Coalesce bursts of file events (editors write several times) into one reload.
 RELOAD_DEBOUNCE = 0.5
@@ -19,13 +34,15 @@ CHANGE_EVENTS = ("created", "modified", "moved", "deleted", "closed")
 
 class ConfigWatch:
     def __init__(
-        self, config_file: Path, certs_dir: Path | None, on_change: Callable[[], None]
+        self, config_file: Path, certs_dir: Path | None, on_change: Callable[[str], None]
     ) -> None:
-        self.config_file = config_file.resolve()
-        self.certs_dir = certs_dir.resolve() if certs_dir is not None else None
-        self.on_change = on_change
+        self.config_file = Path(os.path.abspath(config_file))  # links not resolved
+        self.config_dir = self.config_file.parent
+        self.certs_dir = Path(os.path.abspath(certs_dir)) if certs_dir is not None else None
+        self.on_change = on_change  # with what changed, for the log line
         self._debounce: threading.Timer | None = None
         self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         watch = self
@@ -34,17 +51,29 @@ class ConfigWatch:
             def on_any_event(self, event: FileSystemEvent) -> None:
                 if event.event_type not in CHANGE_EVENTS:
                     return
-                paths = {Path(str(event.src_path)), Path(str(getattr(event, "dest_path", "")))}
-                if any(watch.is_config_path(p) for p in paths):
-                    watch.changed()
+                for raw in (event.src_path, getattr(event, "dest_path", "")):
+                    if raw and (what := watch.relevant(Path(str(raw)))) is not None:
+                        watch.changed(what)
+                        return
 
         observer = Observer()
-        observer.schedule(Handler(), str(self.config_file.parent), recursive=False)
-        if self.certs_dir is not None and self.certs_dir != self.config_file.parent:
-            observer.schedule(Handler(), str(self.certs_dir), recursive=False)
+        folders = {self.config_dir}
+        if self.certs_dir is not None:
+            folders.add(self.certs_dir.parent)
+            if self.certs_dir.is_dir():
+                folders.add(self.certs_dir)
+        for folder in folders:
+            with contextlib.suppress(OSError):  # a folder that is not there yet: the tick
+                observer.schedule(Handler(), str(folder), recursive=False)
         observer.daemon = True
         observer.start()
         self._observer = observer
+
+    def restart(self) -> None:
+        """Watch again (a watched folder was replaced)."""
+        with self._lock:
+            self.stop()
+            self.start()
 
     def alive(self) -> bool:
         return self._observer is None or self._observer.is_alive()  # type: ignore[attr-defined]
@@ -54,17 +83,43 @@ class ConfigWatch:
             self._observer.stop()  # type: ignore[attr-defined]
             self._observer = None
 
-    def is_config_path(self, path: Path) -> bool:
-        if path == self.config_file:
-            return True
-        return (
-            self.certs_dir is not None and path.parent == self.certs_dir and path.suffix == ".toml"
-        )
+    def relevant(self, path: Path) -> str | None:
+        """What an event on ``path`` changed (None: nothing of the configuration)."""
+        if path.parent == self.config_dir and (
+            path.name == self.config_file.name or path.name.startswith("..")
+        ):
+            return str(self.config_file)  # the file, or a ConfigMap's ..data link swapped
+        if self.certs_dir is None:
+            return None
+        if path == self.certs_dir:
+            return f"{self.certs_dir} (the folder itself)"
+        if path.parent == self.certs_dir and path.suffix == ".toml":
+            return str(path)
+        return None
 
-    def changed(self) -> None:
-        """A change: ``on_change`` once the burst is over."""
+    def changed(self, what: str) -> None:
+        """A change: ``on_change`` once the burst is over; a replaced ``certs_dir`` is
+        watched again first."""
+        if self.certs_dir is not None and what.startswith(f"{self.certs_dir} (the folder"):
+            threading.Thread(target=self.restart, name="watch-restart", daemon=True).start()
         if self._debounce is not None:
             self._debounce.cancel()
-        self._debounce = threading.Timer(RELOAD_DEBOUNCE, self.on_change)
+        self._debounce = threading.Timer(RELOAD_DEBOUNCE, self.on_change, args=[what])
         self._debounce.daemon = True
         self._debounce.start()
+
+    def fingerprint(self) -> tuple[object, ...]:
+        """What the safety net compares: the main file as its links resolve now, and
+        ``certs_dir`` itself (a re-created folder has another inode; an added or removed
+        file changes its times). O(1): no file of ``certs_dir`` is read."""
+        return (_identity(self.config_file), _identity(self.certs_dir))
+
+
+def _identity(path: Path | None) -> tuple[int, ...] | None:
+    if path is None:
+        return None
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size)

@@ -242,3 +242,12 @@ class Responder:
 
 
 OWNER_FILE = ".responder"  # in tokens_dir: "pid host port" of the daemon's responder
+
+
+def remove_handed_over_tokens(folder: Path) -> None:
+    """Token files in a hand-over folder whose writer is gone (a killed worker)."""
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name != OWNER_FILE and TOKEN_RE.match(entry.name):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
