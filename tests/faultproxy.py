@@ -8,6 +8,8 @@ requests matching a path filter, answers with a fault instead:
     status:429 + retry_after                               rateLimited problem
     reset      close the connection without an answer
     stall      accept, read, and answer nothing for `stall` seconds
+    drip       forward, but send the answer (status line, headers, body) one byte every
+               `stall` seconds
     truncate   forward, but cut the body in half
     garbage    forward status and headers, body replaced with non-JSON text
     huge       a 2 MiB body
@@ -159,13 +161,16 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         proxy = self.owner
         fault = proxy.choose(method, self.path)
-        if fault is None or fault.kind in ("truncate", "garbage", "replace", "huge"):
+        if fault is None or fault.kind in ("truncate", "garbage", "replace", "huge", "drip"):
             # Host stays ours: pebble checks the JWS "url" against the Host it was sent.
             headers = dict(self.headers.items())
             status, out_headers, data = proxy.forward(method, self.path, headers, body)
-            if fault is not None:
+            if fault is not None and fault.kind != "drip":
                 data = _mangle(fault, data)
             proxy.record(method, self.path, fault.kind if fault else "forward", status)
+            if fault is not None and fault.kind == "drip":
+                self._drip(status, out_headers, data, fault.stall)
+                return
             self._send(status, out_headers, data, method)
             return
         proxy.record(method, self.path, fault.kind, fault.status)
@@ -194,6 +199,17 @@ class _Handler(BaseHTTPRequestHandler):
             headers.append(("Retry-After", fault.retry_after))
         self._send(fault.status, headers, data, method)
 
+    def _drip(self, status: int, headers: list[tuple[str, str]], data: bytes, every: float) -> None:
+        """The whole answer, one byte at a time: no read ever waits long."""
+        self.close_connection = True
+        try:
+            for byte in _drip_bytes(status, headers, data):
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(every)
+        except OSError:
+            pass  # the client gave up, as it should
+
     def _send(self, status: int, headers: list[tuple[str, str]], data: bytes, method: str) -> None:
         self.send_response(status)
         for key, value in headers:
@@ -203,6 +219,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if method != "HEAD":
             self.wfile.write(data)
+
+
+def _drip_bytes(status: int, headers: list[tuple[str, str]], data: bytes) -> bytes:
+    lines = [f"HTTP/1.1 {status} OK"]
+    lines += [f"{k}: {v}" for k, v in headers if k.lower() not in ("content-length",
+              "transfer-encoding", "connection", "date")]  # fmt: skip
+    lines += [f"Content-Length: {len(data)}", "Connection: close", "", ""]
+    return "\r\n".join(lines).encode() + data
 
 
 def _mangle(fault: Fault, data: bytes) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -101,6 +102,24 @@ def test_stalled_ca_times_out_and_retries(
     setup = through(tmp_path, pebble, proxy, extra="request_timeout = 1\n")
     assert setup.renew() == 0
     assert faulted(proxy, "stall")
+
+
+def test_dripping_ca_is_cut_off_at_the_total_deadline(
+    tmp_path: Path, pebble: LocalCA, proxy: FaultProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One byte every 2 s never trips a read timeout; request_timeout is the whole answer,
+    and issuance_timeout the whole issuance, its retries included."""
+    setup = through(tmp_path, pebble, proxy, extra="request_timeout = 3\n")
+    setup.config.write_text(
+        setup.config.read_text().replace("issuance_timeout = 30", "issuance_timeout = 8")
+    )
+    proxy.faults = [Fault("drip", stall=2, path="/order-plz")]
+    started = time.monotonic()
+    assert setup.renew() == 1
+    took = time.monotonic() - started
+    assert took < 8 + 3 + 4, took  # issuance_timeout + request_timeout + a few seconds
+    err = capsys.readouterr().err
+    assert "f: creating the order: the CA did not answer in time" in err
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ from ..errors import AccountError, CAError
 from ..model import TOKEN_RE, Challenge
 from ..policy.backoff import exponential
 from ..policy.retry_after import retry_after_problem, retry_after_seconds
+from .deadline import remaining
 from .problems import describe_problem, explain, with_wait
 from .transport import Poster, Response, signing_alg
 
@@ -147,6 +148,8 @@ class AcmeClient:
                 raise with_wait(error) from None
             if error.retry_after is not None and error.retry_after > MAX_INLINE_WAIT:
                 raise with_wait(error) from None
+            if (left := remaining()) is not None and left < (error.retry_after or 0) + 1:
+                raise with_wait(error) from None  # no time left in this issuance
             delay = error.retry_after
             if delay is not None and (status == 429 or error.problem_type == "rateLimited"):
                 self.poster.hold(delay)  # rate limited: the other orders pause too

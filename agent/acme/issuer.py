@@ -18,6 +18,7 @@ from ..model import OrderRequest, Solver
 from ..policy.backoff import exponential
 from ..policy.retry_after import retry_after_seconds
 from .client import AcmeClient, Authorization, OrderState
+from .deadline import until
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,12 @@ class Issuer:
         self.sleep = sleep
 
     def obtain(self, cert: OrderRequest, replaces: str | None = None) -> Issued:
+        """The whole issuance, every request and retry included, within issuance_timeout
+        (plus one request's time)."""
+        with until(time.monotonic() + self.timeout):
+            return self._obtain(cert, replaces)
+
+    def _obtain(self, cert: OrderRequest, replaces: str | None) -> Issued:
         if cert.profile is not None:
             self._check_profile(cert)
         key = keys.generate_key(cert.key_type)

@@ -27,7 +27,8 @@ import requests
 import urllib3
 from acme import errors as acme_errors
 from acme import jws, messages
-from requests.adapters import HTTPAdapter
+
+from .deadline import DeadlineAdapter, bounded, remaining
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class Poster:
         self.session = requests.Session()
         weakref.finalize(self, self.session.close)
         # Several orders share this client: as many pooled connections as orders at once.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=64)
+        adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=64)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         # requests looks through the whole environment for proxy settings on every request
@@ -224,21 +225,35 @@ class Poster:
         wait = self.hold_until - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-        answer = self.session.request(
-            method,
-            url,
-            data=body,
-            headers={"User-Agent": self.user_agent, **(headers or {})},
-            verify=self.verify,
-            timeout=self.timeout,
-            stream=True,
-        )
-        try:
-            self._local.status = answer.status_code
-            self._local.retry_after = answer.headers.get("Retry-After")
-            data = _read_bounded(answer)
-        finally:
-            answer.close()
+        left = remaining()  # never past the issuance deadline either
+        total = self.timeout if left is None else max(1.0, min(self.timeout, left))
+        with bounded(total) as budget:  # in all, not per read (a dripping CA)
+            try:
+                answer = self.session.request(
+                    method,
+                    url,
+                    data=body,
+                    headers={"User-Agent": self.user_agent, **(headers or {})},
+                    verify=self.verify,
+                    timeout=self.timeout,
+                    stream=True,
+                )
+                try:
+                    self._local.status = answer.status_code
+                    self._local.retry_after = answer.headers.get("Retry-After")
+                    data = _read_bounded(answer)
+                finally:
+                    answer.close()
+            except requests.RequestException:
+                if budget.exceeded:
+                    raise requests.exceptions.Timeout(
+                        f"no complete answer within {self.timeout:.0f} s ([acme] request_timeout)"
+                    ) from None
+                raise
+            if budget.exceeded:  # shut down mid-body: what arrived is not the answer
+                raise requests.exceptions.Timeout(
+                    f"no complete answer within {self.timeout:.0f} s ([acme] request_timeout)"
+                )
         log.debug("%s %s -> HTTP %d, %d bytes", method, url, answer.status_code, len(data))
         if len(data) > MAX_RESPONSE_BYTES:
             raise ResponseTooLarge(url)
