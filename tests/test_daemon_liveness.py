@@ -194,3 +194,18 @@ def test_a_symlink_swapped_main_file_is_noticed(tmp_path: Path, pebble: LocalCA)
         daemon.wait_for(r"k2: installed serial", timeout=10)
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_thread_that_dies_says_so_and_stops_the_daemon(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from agent.daemon.threads import supervised
+
+    deaths: list[str] = []
+
+    def batcher() -> None:
+        raise OverflowError("date value out of range")  # as timedelta(seconds=1e14) did
+
+    supervised("batcher", batcher, deaths.append).join(timeout=5)
+    assert deaths == ["the batcher thread died"]
+    assert "OverflowError: date value out of range" in caplog.text  # the traceback, once

@@ -13,6 +13,7 @@ import pytest
 from agent.localca import LocalCA, free_port
 from tests.certs import make_chain
 from tests.conftest import Setup, cert_table, write_config
+from tests.daemon_proc import DaemonProc
 from tests.faultproxy import Fault, FaultProxy
 
 pytestmark = pytest.mark.integration
@@ -192,3 +193,33 @@ def test_token_with_path_characters_is_refused(
     err = capsys.readouterr().err
     assert "the CA sent a malformed response" in err and "refusing it" in err
     assert not (tmp_path / "etc").exists() and not Path("/etc/cron.d/evil").exists()
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "faults"),
+    # junk is ignored (so f retries at once, 1 + 5 times); the others end f's attempt
+    [("99999999999999", 1), ("\u00b2", 6), ("Fri, 31 Dec 9999 23:59:59 GMT", 1)],
+    ids=["huge", "junk", "year-9999"],
+)
+def test_absurd_retry_after_never_stops_the_daemon(
+    tmp_path: Path, pebble: LocalCA, proxy: FaultProxy, retry_after: str, faults: int
+) -> None:
+    """A 429 with a Retry-After the daemon cannot use as it is: logged, bounded, and a
+    certificate added afterwards is still obtained (it used to kill the batcher)."""
+    certs = tmp_path / "certs.d"
+    certs.mkdir()
+    (certs / "f.toml").write_text('domains = ["f.example.com"]\n')
+    setup = through(tmp_path, pebble, proxy)
+    text = setup.config.read_text().split("[[certificate]]")[0]
+    setup.config.write_text(f'certs_dir = "{certs}"\n' + text)
+    proxy.faults = [Fault("status", status=429, retry_after=retry_after, path="/order-plz",
+                          remaining=faults)]  # fmt: skip
+    daemon = DaemonProc(setup.config, tmp_path / "daemon.log")
+    try:
+        daemon.wait_for(r"f: attempt 1 failed; retrying in", timeout=30)
+        (certs / "g.toml").write_text('domains = ["g.example.com"]\n')
+        daemon.wait_for(r"g: installed serial", timeout=20)
+    finally:
+        assert daemon.stop() == 0
+    text = daemon.text()
+    assert "Traceback" not in text and "Retry-After" in text
