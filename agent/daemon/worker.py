@@ -22,7 +22,6 @@ is a failure like any other.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from ..config.types import Config
+from ..deploy.commands import kill_group
 from ..errors import AgentError
 from ..model import Outcome
 
@@ -152,7 +152,7 @@ class Worker:
         if lines.silent:
             log.error("the renewal worker reported nothing for %.0f s; killed it (and its "
                       "processes)", limit)  # fmt: skip
-            _kill_group(proc)
+            kill_group(proc)
         result.exit_code = proc.wait()
         with self._lock:
             self._proc = None
@@ -168,7 +168,7 @@ class Worker:
         try:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            kill_group(proc)
 
 
 class LinesUntilSilent:
@@ -193,9 +193,3 @@ class LinesUntilSilent:
             pending += chunk
             *lines, pending = pending.split(b"\n")
             yield from (line for line in lines if line)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()

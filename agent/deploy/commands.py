@@ -52,7 +52,7 @@ def run(
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            kill_group(proc)
             return CommandResult(
                 args, False, f"`{shown}` timed out after {timeout:.0f} s and was killed"
             )
@@ -64,8 +64,8 @@ def run(
     return CommandResult(args, False, f"`{shown}` exited with {code}: {tail}")
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL to the command's whole process group (it leads it: start_new_session)."""
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL to a child's whole process group (it leads it: start_new_session), then reap it."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
