@@ -45,3 +45,26 @@ def test_failure_reports_the_tail_of_the_output() -> None:
         not result.ok
         and result.summary == "`sh -c echo one; echo two >&2; exit 3` exited with 3: one | two"
     )
+
+
+def test_an_interrupted_run_takes_its_command_with_it(tmp_path: Path) -> None:
+    """Ctrl-C in `renew`, or SIGTERM in the daemon's worker, while a hook runs."""
+    import signal
+
+    import pytest
+
+    marker = tmp_path / "ran-to-the-end"
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(["sh", "-c", f"sleep 2; touch {marker}"], timeout=30)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    time.sleep(2.5)
+    assert not marker.exists()

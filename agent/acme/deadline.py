@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import logging
 import socket
 import threading
 import time
@@ -23,6 +24,10 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 _CURRENT = threading.local()  # the Budget of the request this thread is making
+# Held while a connection changes hands or a deadline fires: a deadline only shuts down a
+# connection still serving the request that armed it (connections are pooled and reused).
+_OWNERS = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,8 +70,10 @@ class _Keeper:
                     wait = self._heap[0].at - time.monotonic() if self._heap else None
                     self._cond.wait(wait)
                 armed = heapq.heappop(self._heap)
-            if not armed.cancelled:
-                armed.callback()
+            try:
+                armed.callback()  # it checks, under _OWNERS, that it is still wanted
+            except Exception:  # never let one deadline end the keeper
+                log.exception("deadline keeper: a deadline could not be enforced")
 
 
 _KEEPER = _Keeper()
@@ -82,8 +89,9 @@ def bounded(seconds: float) -> Iterator[Budget]:
         yield budget
     finally:
         _CURRENT.budget = None
-        for armed in budget.armed:
-            armed.cancelled = True
+        with _OWNERS:
+            for armed in budget.armed:
+                armed.cancelled = True
 
 
 @contextlib.contextmanager
@@ -108,19 +116,26 @@ class _Deadline:
     """Mixed into urllib3's connections: arm the budget's timer when a request starts."""
 
     sock: socket.socket | None
+    _owner: Budget | None = None
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         budget: Budget | None = getattr(_CURRENT, "budget", None)
+        with _OWNERS:
+            self._owner = budget
         if budget is not None:
-            budget.armed.append(_KEEPER.arm(budget.seconds, lambda: self._expire(budget)))
+            armed = _KEEPER.arm(budget.seconds, lambda: self._expire(budget, armed))
+            budget.armed.append(armed)
         super().request(*args, **kwargs)  # type: ignore[misc]
 
-    def _expire(self, budget: Budget) -> None:
-        budget.exceeded = True
-        sock = self.sock
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+    def _expire(self, budget: Budget, armed: _Armed) -> None:
+        with _OWNERS:
+            if armed.cancelled or self._owner is not budget:
+                return  # done in time, or this connection now serves another request
+            budget.exceeded = True
+            shutdown = getattr(self.sock, "shutdown", None)
+            if shutdown is not None:
+                with contextlib.suppress(OSError):
+                    shutdown(socket.SHUT_RDWR)
 
 
 class _HTTPConnection(_Deadline, HTTPConnection):

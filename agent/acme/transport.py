@@ -28,7 +28,7 @@ import urllib3
 from acme import errors as acme_errors
 from acme import jws, messages
 
-from .deadline import DeadlineAdapter, bounded, remaining
+from .deadline import DeadlineAdapter, bounded
 
 log = logging.getLogger(__name__)
 
@@ -225,9 +225,7 @@ class Poster:
         wait = self.hold_until - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-        left = remaining()  # never past the issuance deadline either
-        total = self.timeout if left is None else max(1.0, min(self.timeout, left))
-        with bounded(total) as budget:  # in all, not per read (a dripping CA)
+        with bounded(self.timeout) as budget:  # in all, not per read (a dripping CA)
             try:
                 answer = self.session.request(
                     method,

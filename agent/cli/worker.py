@@ -60,6 +60,8 @@ def work(request: dict[str, Any]) -> int:
             detail = f"{name}: not in the configuration handed to the worker; will retry"
             report(Outcome(name, Status.FAILED, detail, error_type="config"))
     outcomes: list[Outcome] = []
+    beating = threading.Event()
+    threading.Thread(target=_heartbeat, args=[beating], name="heartbeat", daemon=True).start()
     try:
         if known:
             outcomes = renewer.run(renewer.select(known))
@@ -67,10 +69,21 @@ def work(request: dict[str, Any]) -> int:
             if outcome.name in held:
                 emit({"outcome": outcome.to_json()})
     finally:
+        beating.set()
         if metrics is not None:
             emit({"durations": metrics.samples})
     failed = len(known) < len(names) or any(o.failed for o in outcomes)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+# While it works (orders, deployments, hooks), the worker says so this often: the daemon
+# takes a worker that stays silent for much longer for hung (stopped, or worse).
+HEARTBEAT = 5.0
+
+
+def _heartbeat(done: threading.Event) -> None:
+    while not done.wait(HEARTBEAT):
+        emit({"working": True})
 
 
 def _stop(signum: int, frame: object) -> None:

@@ -46,6 +46,7 @@ class CertState:
     failures: int = 0
     next_run: datetime | None = None
     last_error: str = ""
+    not_before: datetime | None = None  # the CA's Retry-After, which even SIGHUP honours
 
 
 class Schedule:
@@ -130,10 +131,10 @@ class Schedule:
     def retry_failed_now(self) -> int:
         """SIGHUP: every certificate whose last attempt failed is tried again now (once; a
         new failure continues its backoff)."""
-        failed = [name for name, state in self.states.items() if state.failures]
+        failed = [(name, state) for name, state in self.states.items() if state.failures]
         now = datetime.now(UTC)
-        for name in failed:
-            self.schedule(name, now)
+        for name, state in failed:
+            self.schedule(name, max(now, state.not_before or now))
         return len(failed)
 
     # -- decisions --------------------------------------------------------------------
@@ -206,6 +207,7 @@ class Schedule:
             if time_left > timedelta(0):  # ... unless the certificate cannot wait that long
                 asked = min(asked, time_left * BACKOFF_SHARE_OF_TIME_LEFT)
             delay = max(delay, asked)
+            state.not_before = now + asked
         level = failure_log_level(current, now)
         log.log(level, "%s: attempt %d failed; retrying in %s (%s left on the certificate "
                 "in service)", cert.name, state.failures, human(delay),
@@ -213,7 +215,8 @@ class Schedule:
         self.schedule(cert.name, now + delay)
 
     def succeeded(self, cert: CertificateConfig) -> None:
-        self.states.setdefault(cert.name, CertState()).failures = 0
+        state = self.states.setdefault(cert.name, CertState())
+        state.failures, state.not_before = 0, None
         self.schedule_next(cert)
 
 

@@ -285,8 +285,9 @@ class Daemon:
                 log.info("%s: %s", cert.name, "added" if before is None else "changed")
                 self.schedule.schedule_next(cert)
         if new.certs_dir != old.certs_dir and self._watch is not None:
-            self._watch.stop()
-            self._start_watch()
+            previous = self._watch
+            self._start_watch()  # the new watch first, then the old one stopped
+            previous.stop()
         log.info("configuration reloaded: %d certificates", len(new.certificates))
         sdnotify.notify("READY=1", self.status_line())
 

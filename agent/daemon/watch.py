@@ -45,6 +45,10 @@ class ConfigWatch:
         self._lock = threading.Lock()
 
     def start(self) -> None:
+        with self._lock:
+            self._observer = self._new_observer()
+
+    def _new_observer(self) -> Observer:  # type: ignore[valid-type]
         watch = self
 
         class Handler(FileSystemEventHandler):
@@ -52,47 +56,54 @@ class ConfigWatch:
                 if event.event_type not in CHANGE_EVENTS:
                     return
                 for raw in (event.src_path, getattr(event, "dest_path", "")):
-                    if raw and (what := watch.relevant(Path(str(raw)))) is not None:
+                    what = watch.relevant(Path(str(raw)), event.event_type) if raw else None
+                    if what is not None:
                         watch.changed(what)
                         return
 
         observer = Observer()
+        observer.daemon = True
+        observer.start()
         folders = {self.config_dir}
         if self.certs_dir is not None:
             folders.add(self.certs_dir.parent)
-            if self.certs_dir.is_dir():
-                folders.add(self.certs_dir)
+            folders.add(self.certs_dir)
         for folder in folders:
-            with contextlib.suppress(OSError):  # a folder that is not there yet: the tick
+            with contextlib.suppress(OSError):  # a folder not there (yet): the tick's check
                 observer.schedule(Handler(), str(folder), recursive=False)
-        observer.daemon = True
-        observer.start()
-        self._observer = observer
+        return observer
 
     def restart(self) -> None:
-        """Watch again (a watched folder was replaced)."""
-        with self._lock:
-            self.stop()
-            self.start()
+        """Watch again (a watched folder was replaced): the new watch first, then the old
+        one stopped, so that there is always one. Never raises (it logs)."""
+        try:
+            with self._lock:
+                old, self._observer = self._observer, self._new_observer()
+            if old is not None:
+                old.stop()  # type: ignore[attr-defined]
+        except Exception:
+            log.exception("the configuration watch could not be restarted")
 
     def alive(self) -> bool:
         return self._observer is None or self._observer.is_alive()  # type: ignore[attr-defined]
 
     def stop(self) -> None:
-        if self._observer is not None:
-            self._observer.stop()  # type: ignore[attr-defined]
-            self._observer = None
+        with self._lock:
+            observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()  # type: ignore[attr-defined]
 
-    def relevant(self, path: Path) -> str | None:
-        """What an event on ``path`` changed (None: nothing of the configuration)."""
+    def relevant(self, path: Path, kind: str = "modified") -> str | None:
+        """What an event of ``kind`` on ``path`` changed (None: nothing of the
+        configuration)."""
         if path.parent == self.config_dir and (
             path.name == self.config_file.name or path.name.startswith("..")
         ):
             return str(self.config_file)  # the file, or a ConfigMap's ..data link swapped
         if self.certs_dir is None:
             return None
-        if path == self.certs_dir:
-            return f"{self.certs_dir} (the folder itself)"
+        if path == self.certs_dir:  # "modified" is only a file in it added or removed
+            return f"{self.certs_dir} (the folder itself)" if kind != "modified" else None
         if path.parent == self.certs_dir and path.suffix == ".toml":
             return str(path)
         return None

@@ -11,7 +11,9 @@ The protocol, over the child's pipes:
   issuances make some 16,000 samples);
 - stdout, one JSON object per line: ``{"outcome": {...}}`` once for each certificate, as
   soon as it is final (at once, or after deployment for one with a deploy table), then
-  ``{"durations": [[step, seconds], ...]}`` for the request metrics, when asked for.
+  ``{"durations": [[step, seconds], ...]}`` for the request metrics, when asked for;
+  ``{"working": true}`` every few seconds while it works (a worker silent for longer than
+  :func:`silence_limit` is taken for hung).
 
 Each outcome is handed on as it arrives: the daemon holds no list of a batch's results
 (10,000 of them would stay in its memory).

@@ -56,6 +56,9 @@ def run(
             return CommandResult(
                 args, False, f"`{shown}` timed out after {timeout:.0f} s and was killed"
             )
+        except BaseException:  # Ctrl-C, or SIGTERM in the worker: the command goes too
+            kill_group(proc)
+            raise
         output.seek(0)
         text = output.read(1024 * 1024).decode("utf-8", "replace").strip()
     if code == 0:

@@ -169,11 +169,14 @@ class Renewer:
         if workers <= 1:
             done.update((c.name, self.process(c, run, force, c.name in due)) for c in todo)
         else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="order") as pool:
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="order")
+            try:
                 futures = {
                     c.name: pool.submit(self.process, c, run, force, c.name in due) for c in todo
                 }
                 done.update((name, future.result()) for name, future in futures.items())
+            finally:  # interrupted (SIGTERM in the worker): no new order starts
+                pool.shutdown(wait=True, cancel_futures=True)
         return {cert.name: done[cert.name] for cert in certs}
 
     def _not_due(self, cert: CertificateConfig) -> Outcome | bool:
