@@ -118,14 +118,24 @@ class _Deadline:
     sock: socket.socket | None
     _owner: Budget | None = None
 
+    def connect(self) -> None:
+        """Connect and TLS handshake count too (urllib3 connects before request())."""
+        self._arm()
+        super().connect()  # type: ignore[misc]
+
     def request(self, *args: Any, **kwargs: Any) -> None:
+        self._arm()
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+    def _arm(self) -> None:
         budget: Budget | None = getattr(_CURRENT, "budget", None)
         with _OWNERS:
+            if self._owner is budget and budget is not None and budget.armed:
+                return  # armed at connect for this same request
             self._owner = budget
         if budget is not None:
             armed = _KEEPER.arm(budget.seconds, lambda: self._expire(budget, armed))
             budget.armed.append(armed)
-        super().request(*args, **kwargs)  # type: ignore[misc]
 
     def _expire(self, budget: Budget, armed: _Armed) -> None:
         with _OWNERS:
