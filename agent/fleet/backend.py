@@ -53,15 +53,14 @@ class FleetClaim:
 class FleetBackend:
     def __init__(self, store: Store, cluster: RedisCluster, token_ttl: float) -> None:
         self.store = store
-        self.cluster: RedisCluster | None = cluster
-        self._redis = cluster
+        self.cluster = cluster  # never None here (the protocol's attribute allows None)
         self.token_ttl = token_ttl
         # The serial Redis holds for each certificate, read once per run.
         self.shared_serials: dict[str, str | None] = {}
 
     def prepare(self, names: Sequence[str]) -> bool:
         try:  # one round trip; Redis down: every certificate reports it on its own
-            self.shared_serials = self._redis.serials(list(names))
+            self.shared_serials = self.cluster.serials(list(names))
         except AgentError:
             self.shared_serials = {}
         return bool(self.shared_serials)
@@ -71,7 +70,7 @@ class FleetBackend:
 
     @contextlib.contextmanager
     def claim(self, cert: CertificateConfig) -> Iterator[FleetClaim]:
-        claim = FleetClaim(self._redis, cert.name, self._redis.acquire(cert.name))
+        claim = FleetClaim(self.cluster, cert.name, self.cluster.acquire(cert.name))
         if claim.lease is None:
             yield claim
             return
@@ -99,11 +98,11 @@ class FleetBackend:
             known = self.shared_serials.get(cert.name, "?")
             if known is None or (local is not None and known == local.serial):
                 return None  # nothing in Redis yet, or the same version as here
-        shared = self._redis.load_cert(cert.name)
+        shared = self.cluster.load_cert(cert.name)
         if shared is None or not _newer(local, shared.serial, shared.not_after):
             return None
         where = f"{cert.name} (from Redis, obtained by {shared.node})"
-        key_pem = self._redis.open_key(shared)
+        key_pem = self.cluster.open_key(shared)
         chain = keys.split_chain(shared.fullchain, where)
         try:
             keys.check_issued(chain, keys.load_key_pem(key_pem), cert.domains, where)
@@ -120,7 +119,7 @@ class FleetBackend:
         return Outcome(cert.name, Status.DEPLOYED, detail, live, shared.not_after)
 
     def solver(self, local: Solver) -> Solver:
-        return SharedSolver(local, self._redis, self.token_ttl)
+        return SharedSolver(local, self.cluster, self.token_ttl)
 
 
 def _newer(local: CertRecord | None, serial: str, not_after: datetime) -> bool:
