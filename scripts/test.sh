@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # pebble: the CA; nginx-light: deploy tests; prometheus: promtool for the alert-rule tests;
-# systemd: systemd-analyze for the unit tests; redis-server: fleet-mode tests.
-scripts/bootstrap.sh pebble nginx-light prometheus systemd redis-server
+# systemd: systemd-analyze for the unit tests; redis-server: fleet-mode tests; faketime:
+# libfaketime, to step the wall clock under a running daemon.
+scripts/bootstrap.sh pebble nginx-light prometheus systemd redis-server faketime
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/lint-imports --no-cache

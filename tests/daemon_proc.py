@@ -14,7 +14,13 @@ ROOT = Path(__file__).parent.parent
 
 
 class DaemonProc:
-    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+        new_session: bool = False,
+    ) -> None:
         self.log = log
         self.handle = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -22,6 +28,7 @@ class DaemonProc:
             stdout=self.handle,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            start_new_session=new_session,  # its own process group, for killpg
         )
 
     def text(self) -> str:

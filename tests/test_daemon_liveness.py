@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,8 +21,9 @@ from agent.daemon.schedule import Schedule
 from agent.engine.plan import Planner
 from agent.localca import LocalCA
 from agent.store.certs import Store
-from tests.conftest import cert_table, write_config
+from tests.conftest import IN_CI, cert_table, write_config
 from tests.daemon_proc import ROOT, DaemonProc
+from tests.faultproxy import Fault, FaultProxy
 
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
 
@@ -209,3 +212,108 @@ def test_a_thread_that_dies_says_so_and_stops_the_daemon(
     supervised("batcher", batcher, deaths.append).join(timeout=5)
     assert deaths == ["the batcher thread died"]
     assert "OverflowError: date value out of range" in caplog.text  # the traceback, once
+
+
+FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+# libfaketime 0.9.10 with FAKETIME_DONT_FAKE_MONOTONIC=1 makes clock_nanosleep(CLOCK_MONOTONIC,
+# TIMER_ABSTIME) fail with EINVAL, which Python 3.11's time.sleep uses; the processes under
+# test sleep on an Event instead (same monotonic clock, which a wall-clock step leaves alone).
+SLEEP_SHIM = """import threading, time
+def _sleep(seconds):
+    if seconds < 0:
+        raise ValueError("sleep length must be non-negative")
+    threading.Event().wait(seconds)
+time.sleep = _sleep
+"""
+
+
+def faketime_env(tmp_path: Path, offset: Path) -> dict[str, str]:
+    if not FAKETIME.exists():
+        message = "libfaketime is not installed (apt-get install faketime)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message + "; under CI=true this is a failure")
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(SLEEP_SHIM)
+    offset.write_text("+0\n")
+    return {"LD_PRELOAD": str(FAKETIME), "FAKETIME_TIMESTAMP_FILE": str(offset),
+            "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "PYTHONPATH": f"{ROOT}:{shim}"}  # fmt: skip
+
+
+@pytest.mark.integration
+def test_a_wall_clock_step_forward_under_libfaketime_renews_at_once(
+    tmp_path: Path, pebble: LocalCA
+) -> None:
+    """An NTP step or a resumed VM: the wall clock moves two days, the monotonic clock
+    does not. With ``renew_before = 89d`` the 90-day certificate falls due one day after
+    issuance: the daemon renews it within seconds of the step, not a day later."""
+    setup = write_config(tmp_path, pebble, cert_table("j", "j.example.com"))
+    setup.config.write_text(setup.config.read_text().replace(
+        'name = "j"', 'name = "j"\nrenew_before = "89d"'))  # fmt: skip
+    assert setup.renew() == 0
+    first = setup.versions("j")
+    offset = tmp_path / "faketime"
+    address = str(tmp_path / "notify.sock")
+    env = faketime_env(tmp_path, offset)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        # WatchdogSec=4: the daemon looks at the schedule every 2 s (60 s without one)
+        env |= {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "4000000"}
+        daemon = DaemonProc(setup.config, tmp_path / "daemon.log", env=env)
+        try:
+            daemon.wait_for(r"acme-agent running with 1 certificates")
+            time.sleep(3)
+            assert setup.versions("j") == first  # not due yet
+            offset.write_text("+2d\n")  # the step
+            started = time.monotonic()
+            daemon.wait_for(r"j: installed serial", timeout=30)
+            assert time.monotonic() - started < 20
+            offset.write_text("+0\n")  # and back: nothing is renewed early
+            time.sleep(2)
+            renewed = setup.versions("j")
+            time.sleep(4)
+            assert setup.versions("j") == renewed and len(renewed) > len(first)
+            assert daemon.proc.poll() is None
+        finally:
+            assert daemon.stop() == 0
+    assert "Traceback" not in daemon.text()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_stopping_mid_batch_leaves_no_tokens(tmp_path: Path, pebble: LocalCA, how: str) -> None:
+    """The worker has handed its token to the daemon's responder and waits on the CA (the
+    challenge answer stalls): SIGTERM removes the tokens; after a SIGKILL of the whole
+    process group, the next start does."""
+    proxy = FaultProxy(tmp_path / "proxy", pebble.directory_url, pebble.ca_bundle).start()
+    try:
+        proxy.faults = [Fault("stall", stall=30, path="/chalZ/", method="POST")]
+        ca = SimpleNamespace(eab_kid=pebble.eab_kid, eab_hmac_key=pebble.eab_hmac_key,
+                             directory_url=proxy.directory_url, ca_bundle=proxy.ca_bundle,
+                             http_port=pebble.http_port)  # fmt: skip
+        setup = write_config(tmp_path, ca, cert_table("t", "t.example.com"))  # type: ignore[arg-type]
+        tokens = setup.state / "http01"
+        daemon = DaemonProc(setup.config, tmp_path / "daemon.log", new_session=True)
+        try:
+            deadline = time.monotonic() + 20
+            while not [r for r in proxy.records if r.action == "stall"]:
+                assert time.monotonic() < deadline, daemon.text()
+                time.sleep(0.05)
+            pending = [p.name for p in tokens.iterdir() if not p.name.startswith(".")]
+            assert pending, "no token handed over"
+            if how == "SIGTERM":
+                assert daemon.stop() == 0
+            else:
+                os.killpg(daemon.proc.pid, signal.SIGKILL)
+                assert daemon.stop() == -signal.SIGKILL
+                assert [p for p in pending if (tokens / p).exists()]  # left behind ...
+                proxy.faults = []
+                daemon = DaemonProc(setup.config, tmp_path / "daemon2.log", new_session=True)
+                daemon.wait_for(r"acme-agent running with")  # ... removed at start
+            assert [p for p in pending if (tokens / p).exists()] == []
+        finally:
+            daemon.stop()
+    finally:
+        proxy.stop()
