@@ -42,6 +42,7 @@ class CAError(AgentError):
         self.retryable = retryable
         self.problem_type = problem_type
         self.retry_after: float | None = None  # seconds the CA asked us to wait, if it did
+        self.http_status = 0  # of the CA's answer, when there was one
 
 
 class AccountError(CAError):

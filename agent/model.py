@@ -109,6 +109,9 @@ class CertRecord:
     not_before: datetime
     not_after: datetime
     issuer: str
+    # The ACME account that ordered it ("" when unknown: imported, or installed from the
+    # fleet): RFC 9773's ``replaces`` names only certificates of the account ordering.
+    account: str = ""
 
     @property
     def facts(self) -> CertFacts:
@@ -123,6 +126,8 @@ class CertRecord:
             "not_after": self.not_after.isoformat(),
             "issuer": self.issuer,
         }
+        if self.account:
+            data["account"] = self.account
         return json.dumps(data).encode()
 
     @classmethod
@@ -132,11 +137,45 @@ class CertRecord:
             name, version, str(data["serial"]), frozenset(data["domains"]),
             str(data["key_type"]), datetime.fromisoformat(data["not_before"]),
             datetime.fromisoformat(data["not_after"]), str(data.get("issuer", "")),
+            str(data.get("account", "")),
         )  # fmt: skip
 
 
 def facts(record: CertRecord | None) -> CertFacts | None:
     return record.facts if record is not None else None
+
+
+@dataclass(frozen=True)
+class PendingOrder:
+    """An order placed and not yet installed, kept (with its key, 0600) so that an issuance
+    that timed out is resumed by the next run instead of ordered, and paid for, again."""
+
+    name: str
+    directory: str
+    account: str
+    url: str
+    domains: tuple[str, ...]
+    key_type: str
+    key_pem: bytes
+    csr_pem: bytes
+    placed: datetime
+
+    def to_json(self) -> bytes:
+        data = {**asdict(self), "key_pem": self.key_pem.decode(), "csr_pem": self.csr_pem.decode(),
+                "domains": list(self.domains), "placed": self.placed.isoformat()}  # fmt: skip
+        return json.dumps(data).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> PendingOrder:
+        data = json.loads(raw)
+        if not isinstance(data, dict) or not isinstance(data.get("domains"), list):
+            raise ValueError("not a pending order")
+        return cls(
+            str(data["name"]), str(data["directory"]), str(data["account"]), str(data["url"]),
+            tuple(str(d) for d in data["domains"]), str(data["key_type"]),
+            str(data["key_pem"]).encode(), str(data["csr_pem"]).encode(),
+            datetime.fromisoformat(data["placed"]),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

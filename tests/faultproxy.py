@@ -13,13 +13,24 @@ requests matching a path filter, answers with a fault instead:
     truncate   forward, but cut the body in half
     garbage    forward status and headers, body replaced with non-JSON text
     huge       a 2 MiB body
-    replace    forward, but swap the body for `replacement` (bytes)
+    replace    forward, but swap the body for `replacement` (bytes) or edit it (`transform`)
+    strip_link forward, but drop the `Link: rel="up"` header (a server bug seen in the field)
+
+A fault may be limited to requests whose JWS payload contains `payload` (e.g. '"replaces"'),
+to `remaining` injections, or to the time before `until` (time.monotonic()). A status fault
+sends the problem type `problem` (default: rateLimited for 429, serverInternal otherwise).
+
+`ari` makes the proxy a server that speaks RFC 9773 in front of pebble (which does not):
+"window" adds `renewalInfo` to the directory and answers every certID with a window a month
+ahead; "404" adds it and answers every certID 404, as a server that does not understand
+RFC 9773 certIDs does.
 
 Every request is recorded (time, method, path, what was done) for assertions.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import random
@@ -29,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -49,6 +61,9 @@ class Fault:
     replacement: bytes = b""
     transform: Callable[[bytes], bytes] | None = None  # for kind "replace": edit the body
     remaining: int | None = None  # stop after this many injections
+    payload: str = ""  # only requests whose JWS payload contains this
+    problem: str = ""  # for kind "status": the ACME problem type
+    until: float | None = None  # time.monotonic() after which the fault is off
 
 
 @dataclass
@@ -58,6 +73,7 @@ class Record:
     path: str
     action: str  # "forward" or the fault kind
     status: int
+    payload: str = ""  # the decoded JWS payload of a POST
 
 
 @dataclass
@@ -68,6 +84,7 @@ class FaultProxy:
     faults: list[Fault] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
     seed: int = 1
+    ari: str | None = None  # None, "window" or "404": see the module docstring
 
     def start(self) -> FaultProxy:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -99,12 +116,16 @@ class FaultProxy:
         self._server.shutdown()
         self._server.server_close()
 
-    def choose(self, method: str, path: str) -> Fault | None:
+    def choose(self, method: str, path: str, payload: str = "") -> Fault | None:
         with self._lock:
             for fault in self.faults:
                 if fault.path and fault.path not in path:
                     continue
                 if fault.method and fault.method != method:
+                    continue
+                if fault.payload and fault.payload not in payload:
+                    continue
+                if fault.until is not None and time.monotonic() >= fault.until:
                     continue
                 if fault.remaining is not None and fault.remaining <= 0:
                     continue
@@ -114,9 +135,14 @@ class FaultProxy:
                     return fault
         return None
 
-    def record(self, method: str, path: str, action: str, status: int) -> None:
+    def record(self, method: str, path: str, action: str, status: int, payload: str = "") -> None:
         with self._lock:
-            self.records.append(Record(time.monotonic(), method, path, action, status))
+            self.records.append(Record(time.monotonic(), method, path, action, status, payload))
+
+    def posted(self, path: str) -> list[Record]:
+        """The POSTs whose path contains ``path`` (e.g. "/order-plz": every newOrder)."""
+        with self._lock:
+            return [r for r in self.records if r.method == "POST" and path in r.path]
 
     def forward(
         self, method: str, path: str, headers: dict[str, str], body: bytes
@@ -160,20 +186,32 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         proxy = self.owner
-        fault = proxy.choose(method, self.path)
-        if fault is None or fault.kind in ("truncate", "garbage", "replace", "huge", "drip"):
+        payload = _jws_payload(body)
+        if proxy.ari is not None and self.path.startswith(RENEWAL_INFO):
+            self._renewal_info(method)
+            return
+        fault = proxy.choose(method, self.path, payload)
+        forwarded = ("truncate", "garbage", "replace", "huge", "drip", "strip_link")
+        if fault is None or fault.kind in forwarded:
             # Host stays ours: pebble checks the JWS "url" against the Host it was sent.
             headers = dict(self.headers.items())
             status, out_headers, data = proxy.forward(method, self.path, headers, body)
-            if fault is not None and fault.kind != "drip":
+            if proxy.ari is not None and self.path == urlsplit(proxy.directory_url).path:
+                directory = json.loads(data)
+                directory["renewalInfo"] = proxy.base + RENEWAL_INFO
+                data = json.dumps(directory).encode()
+            if fault is not None and fault.kind == "strip_link":
+                out_headers = [(k, v) for k, v in out_headers
+                               if not (k.lower() == "link" and 'rel="up"' in v)]  # fmt: skip
+            elif fault is not None and fault.kind != "drip":
                 data = _mangle(fault, data)
-            proxy.record(method, self.path, fault.kind if fault else "forward", status)
+            proxy.record(method, self.path, fault.kind if fault else "forward", status, payload)
             if fault is not None and fault.kind == "drip":
                 self._drip(status, out_headers, data, fault.stall)
                 return
             self._send(status, out_headers, data, method)
             return
-        proxy.record(method, self.path, fault.kind, fault.status)
+        proxy.record(method, self.path, fault.kind, fault.status, payload)
         if fault.kind == "reset":
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
             self.close_connection = True
@@ -185,8 +223,26 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send_fault(fault, method)
 
+    def _renewal_info(self, method: str) -> None:
+        proxy = self.owner
+        proxy.record(method, self.path, "ari", 404 if proxy.ari == "404" else 200)
+        if proxy.ari == "404":
+            problem = {"type": "urn:ietf:params:acme:error:malformed", "detail": "no such certID"}
+            self._send(404, [("Content-Type", "application/problem+json")],
+                       json.dumps(problem).encode(), method)  # fmt: skip
+            return
+        start = datetime.now(UTC) + timedelta(days=30)
+        window = {
+            "suggestedWindow": {
+                "start": start.isoformat().replace("+00:00", "Z"),
+                "end": (start + timedelta(days=1)).isoformat().replace("+00:00", "Z"),
+            }
+        }
+        self._send(200, [("Content-Type", "application/json"), ("Retry-After", "21600")],
+                   json.dumps(window).encode(), method)  # fmt: skip
+
     def _send_fault(self, fault: Fault, method: str) -> None:
-        problem = "rateLimited" if fault.status == 429 else "serverInternal"
+        problem = fault.problem or ("rateLimited" if fault.status == 429 else "serverInternal")
         if fault.json:
             data = json.dumps(
                 {"type": f"urn:ietf:params:acme:error:{problem}", "detail": "injected fault"}
@@ -219,6 +275,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if method != "HEAD":
             self.wfile.write(data)
+
+
+RENEWAL_INFO = "/renewal-info"
+
+
+def _jws_payload(body: bytes) -> str:
+    """The decoded payload of a flattened JWS request body ("" for anything else)."""
+    try:
+        encoded = json.loads(body)["payload"]
+        return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 def _drip_bytes(status: int, headers: list[tuple[str, str]], data: bytes) -> bytes:

@@ -139,3 +139,59 @@ def test_unknown_profile_is_a_clear_error(
     err = capsys.readouterr().err
     assert "certificate[0].profile: the CA does not offer profile 'tiny'" in err
     assert "classic, shortlived" in err
+
+
+def test_renewal_after_re_registration_sends_no_foreign_replaces(tmp_path: Path, a2c: Any) -> None:
+    """The certificate in service belongs to the deactivated account: the renewal under the
+    new one does not name it in ``replaces`` (RFC 9773 servers SHOULD refuse that); one
+    under the same account does. The fault proxy in front of acme2certifier reads the
+    orders."""
+    from agent.cli.main import main
+    from tests.faultproxy import FaultProxy
+
+    proxy = FaultProxy(tmp_path / "proxy", a2c.directory_url, a2c.ca_bundle).start()
+    try:
+        ca = SimpleNamespace(eab_kid=a2c.eab_kid, eab_hmac_key=a2c.eab_hmac_key,
+                             directory_url=proxy.directory_url,
+                             ca_bundle=proxy.ca_bundle)  # fmt: skip
+        setup = setup_for(tmp_path, ca, cert_table("r", "r.example.com"))
+        assert setup.renew() == 0
+        first = live_cert(setup, "r")
+        assert setup.renew("--force") == 0  # same account, ARI answered: replaces
+        second = live_cert(setup, "r")
+        assert main(["--config", str(setup.config), "account", "deactivate", "--yes"]) == 0
+        assert setup.renew("--force") == 0  # a new account: no replaces
+        orders = [json.loads(r.payload) for r in proxy.posted("/acme/neworders")]
+    finally:
+        proxy.stop()
+    assert [o.get("replaces") for o in orders] == [None, ari_cert_id(first), None]
+    assert second.serial_number != first.serial_number
+    assert setup.versions("r") == ["0001", "0002", "0003"]
+
+
+def test_renewal_after_import_certbot(tmp_path: Path, a2c: Any) -> None:
+    import subprocess
+    import sys
+
+    from agent.cli.main import main
+
+    letsencrypt = tmp_path / "letsencrypt"
+    certbot = [
+        str(Path(sys.executable).parent / "certbot"), "--config-dir", str(letsencrypt),
+        "--work-dir", str(tmp_path / "cb-work"), "--logs-dir", str(tmp_path / "cb-logs"),
+        "--server", a2c.directory_url, "--non-interactive",
+    ]  # fmt: skip
+    env = {**os.environ, "REQUESTS_CA_BUNDLE": str(a2c.ca_bundle)}
+    subprocess.run(
+        [*certbot, "certonly", "--standalone", "--http-01-port", "80", "--http-01-address",
+         "127.0.0.1", "-d", "cb.example.com", "--cert-name", "cb", "--agree-tos",
+         "-m", "ops@example.com", "--eab-kid", a2c.eab_kid, "--eab-hmac-key", a2c.eab_hmac_key],
+        check=True, capture_output=True, env=env, timeout=120,
+    )  # fmt: skip
+    certs_dir = tmp_path / "certs.d"
+    certs_dir.mkdir()
+    setup = setup_for(tmp_path, a2c, "")
+    setup.config.write_text(f'certs_dir = "{certs_dir}"\n' + setup.config.read_text())
+    assert main(["--config", str(setup.config), "import-certbot", str(letsencrypt)]) == 0
+    assert setup.renew("--force") == 0
+    assert setup.versions("cb") == ["0001", "0002"]

@@ -35,7 +35,7 @@ def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
     config = load(write(tmp_path, GOOD))
     assert config.state_dir == tmp_path / "state"
     assert config.acme.eab_hmac_key_file == tmp_path / "eab"
-    assert config.acme.issuance_timeout == 300
+    assert config.acme.issuance_timeout == 600
     assert config.http01.listen_port == 8080
     assert config.certificates[0].key_type == "ec-p256"
     assert config.certificates[0].domains == ("example.com", "www.example.com")

@@ -9,8 +9,9 @@ import pytest
 from cryptography import x509
 
 from agent import keys
-from agent.acme.client import Authorization, OrderState
+from agent.acme.client import Authorization
 from agent.acme.issuer import Issuer, Poller
+from agent.acme.orders import OrderState
 from agent.errors import CAError, IssuanceError
 from agent.http01.solvers import NoSolver
 from agent.model import Challenge, OrderRequest
@@ -137,7 +138,7 @@ def test_mode_none_with_pending_authorization_says_what_to_do() -> None:
 
 def test_invalid_authorization_names_domain() -> None:
     issuer, _ = issuer_for(FakeClient(authz_status="invalid"), RecordingSolver())
-    with pytest.raises(IssuanceError, match="validation of example.com failed"):
+    with pytest.raises(IssuanceError, match=r"validation failed: example.com \(invalid\)"):
         issuer.obtain(CERT)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -143,11 +144,22 @@ def _old_key_works(setup: Setup, key_pem: bytes, uri: str) -> bool:
 
 
 def test_account_show_rollover_deactivate(
-    setup: Setup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    setup: Setup,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    assert cli(setup, "account", "show") == 1  # read-only: it never registers
+    assert "no ACME account for" in caplog.text
+    assert not (setup.state / "accounts").exists()
+    assert setup.renew() == 0
+    capsys.readouterr()
     assert cli(setup, "account", "show", "--json") == 0
     info = json.loads(capsys.readouterr().out)
     assert info["status"] == "valid" and info["url"].startswith("https://127.0.0.1")
+    key = jose.JWK.load(Store(setup.state).load_account(setup.ca.directory_url).key_pem)  # type: ignore[union-attr]
+    assert info["thumbprint"] == jose.b64encode(key.thumbprint()).decode()  # RFC 7638
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", info["thumbprint"])
     stored = Store(setup.state).load_account(setup.ca.directory_url)
     assert stored is not None
     assert cli(setup, "account", "rollover") == 0
@@ -160,6 +172,11 @@ def test_account_show_rollover_deactivate(
     assert cli(setup, "account", "deactivate") == 2  # no terminal, no --yes: refused
     assert cli(setup, "account", "deactivate", "--yes") == 0
     assert not _old_key_works(setup, new.key_pem, new.uri)
+    capsys.readouterr()
+    assert cli(setup, "account", "show", "--json") == 1  # the deactivated one, nothing new
+    gone = json.loads(capsys.readouterr().out)
+    assert gone["status"] == "deactivated" and gone["url"] == new.uri
+    assert Store(setup.state).load_account(setup.ca.directory_url) is None
     assert setup.renew("--force") == 0  # registers a fresh account (EAB still valid here)
     again = Store(setup.state).load_account(setup.ca.directory_url)
     assert again is not None and again.uri != new.uri

@@ -30,8 +30,9 @@ from ..model import TOKEN_RE, Challenge
 from ..policy.backoff import exponential
 from ..policy.retry_after import retry_after_problem, retry_after_seconds
 from .deadline import remaining
-from .problems import describe_problem, explain, with_wait
-from .transport import Poster, Response, signing_alg
+from .orders import NewOrderReplacing, OrderState, csr_domains, order_state
+from .problems import explain, with_wait
+from .transport import Poster, signing_alg
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +60,6 @@ class Authorization:
     http01: Challenge | None
     error: str = ""
     wildcard: bool = False
-
-
-@dataclass(frozen=True)
-class OrderState:
-    url: str
-    status: str
-    authorizations: tuple[str, ...]
-    finalize: str
-    certificate: str | None
-    error: str
-    retry_after: str | None
 
 
 def account_key_pem_new() -> jose.JWKEC:
@@ -142,6 +132,7 @@ class AcmeClient:
             except (requests.RequestException, acme_errors.Error, ValueError, jose.Error) as err:
                 error = explain(err, during=during, subject=subject)
             status = self.poster.last_status
+            error.http_status = status
             error.retry_after = self._retry_after(during)
             transient = error.retryable or status >= 500 or status == 429
             if not transient or transient_left == 0:
@@ -301,17 +292,17 @@ class AcmeClient:
         def step() -> OrderState:
             ids = [
                 messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=d)
-                for d in _csr_domains(csr_pem)
+                for d in csr_domains(csr_pem)
             ]
             order = NewOrderReplacing(identifiers=ids, profile=profile, replaces=replaces)
             response = self.poster.post(url, order)
-            return _order_state(response, response.headers.get("Location", ""))
+            return order_state(response, response.headers.get("Location", ""))
 
         return self._call(step, "creating the order", subject)
 
     def order(self, url: str, subject: str) -> OrderState:
         return self._call(
-            lambda: _order_state(self.poster.post_as_get(url), url), "polling the order", subject
+            lambda: order_state(self.poster.post_as_get(url), url), "polling the order", subject
         )
 
     def authorization(self, url: str, subject: str) -> Authorization:
@@ -357,7 +348,7 @@ class AcmeClient:
     def finalize(self, order: OrderState, csr_pem: bytes, subject: str) -> OrderState:
         csr = messages.CertificateRequest(csr=x509.load_pem_x509_csr(csr_pem))
         return self._call(
-            lambda: _order_state(self.poster.post(order.finalize, csr), order.url),
+            lambda: order_state(self.poster.post(order.finalize, csr), order.url),
             "finalizing the order",
             subject,
         )
@@ -366,31 +357,3 @@ class AcmeClient:
         return self._call(
             lambda: self.poster.post_as_get(url).body, "downloading the certificate", subject
         )
-
-
-class NewOrderReplacing(messages.NewOrder):
-    """newOrder with RFC 9773's ``replaces`` (the ARI id of the certificate it renews)."""
-
-    replaces: str | None = jose.field("replaces", omitempty=True)
-
-
-def _csr_domains(csr_pem: bytes) -> list[str]:
-    csr = x509.load_pem_x509_csr(csr_pem)
-    san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    return list(san.get_values_for_type(x509.DNSName))
-
-
-def _order_state(response: Response, url: str) -> OrderState:
-    body = messages.Order.from_json(response.json())
-    error = ""
-    if body.error is not None:
-        error = f"{body.error.code}: {describe_problem(body.error)}"
-    return OrderState(
-        url=url,
-        status=str(body.status.name),
-        authorizations=tuple(str(a) for a in body.authorizations or ()),
-        finalize=str(body.finalize),
-        certificate=str(body.certificate) if body.certificate else None,
-        error=error,
-        retry_after=response.headers.get("Retry-After"),
-    )

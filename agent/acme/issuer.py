@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 from .. import keys
 from ..errors import CAError, IssuanceError
-from ..model import OrderRequest, Solver
+from ..model import OrderRequest, PendingOrder, Solver
 from ..policy.backoff import exponential
 from ..policy.retry_after import retry_after_seconds
-from .client import AcmeClient, Authorization, OrderState
+from .client import AcmeClient, Authorization
 from .deadline import until
+from .orders import OrderState, order_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,16 @@ class Poller:
         self.sleep(max(0.0, min(delay, self.deadline - self.clock())))
 
 
+# Problems a CA answers a newOrder with when it cannot use ``replaces`` (RFC 9773 section 5:
+# already replaced, not this account's, a certID it does not understand): the same order is
+# placed once more without it.
+REPLACES_REFUSED = frozenset({"alreadyReplaced", "malformed", "unauthorized", "badRequest"})
+
+# on_order(order URL, key PEM, CSR PEM): an order was placed (the caller keeps it, to
+# resume it if this issuance does not end).
+OrderKeeper = Callable[[str, bytes, bytes], None]
+
+
 class Issuer:
     def __init__(
         self,
@@ -77,30 +88,54 @@ class Issuer:
         issuance_timeout: float,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        on_order: OrderKeeper | None = None,
     ) -> None:
         self.client = client
         self.solver = solver
         self.timeout = issuance_timeout
         self.clock = clock
         self.sleep = sleep
+        self.on_order = on_order
+        self.replaces_refused: str | None = None  # the CA's answer, when it refused replaces
 
-    def obtain(self, cert: OrderRequest, replaces: str | None = None) -> Issued:
+    def obtain(
+        self,
+        cert: OrderRequest,
+        replaces: str | None = None,
+        resume: PendingOrder | None = None,
+    ) -> Issued:
         """The whole issuance, every request and retry included, within issuance_timeout
-        (plus one request's time)."""
+        (plus one request's time). ``resume``: an order an earlier run placed and did not
+        finish; it is polled (and finalized, downloaded) instead of ordering again, unless
+        the CA says it is invalid or gone."""
         with until(time.monotonic() + self.timeout):
-            return self._obtain(cert, replaces)
+            return self._obtain(cert, replaces, resume)
 
-    def _obtain(self, cert: OrderRequest, replaces: str | None) -> Issued:
+    def _obtain(
+        self, cert: OrderRequest, replaces: str | None, resume: PendingOrder | None
+    ) -> Issued:
         if cert.profile is not None:
             self._check_profile(cert)
-        key = keys.generate_key(cert.key_type)
-        csr = keys.make_csr(key, cert.domains)
         poller = Poller(self.clock() + self.timeout, self.clock, self.sleep)
-        order = self.client.new_order(csr, cert.name, profile=cert.profile, replaces=replaces)
+        order = self._resumed(cert, resume) if resume is not None else None
+        if order is not None and resume is not None:
+            key, csr = keys.load_key_pem(resume.key_pem), resume.csr_pem
+        else:
+            key = keys.generate_key(cert.key_type)
+            csr = keys.make_csr(key, cert.domains)
+            order = self._new_order(cert, csr, replaces)
+            if self.on_order is not None:
+                self.on_order(order.url, keys.key_to_pem(key), csr)
         log.debug("%s: order %s is %s", cert.name, order.url, order.status)
-        authzs = [self.client.authorization(url, cert.name) for url in order.authorizations]
-        self._validate(cert, authzs, poller)
+        if (mismatch := order_mismatch(order, cert.domains, cert.profile)) is not None:
+            raise IssuanceError(
+                f"{cert.name}: the CA's order {order.url} is not the one requested "
+                f"({mismatch}); not finalizing it (a CA that does not follow newOrder's "
+                "identifiers: report it to the CA)"
+            )
         if order.status == "pending":
+            authzs = [self.client.authorization(url, cert.name) for url in order.authorizations]
+            self._validate(cert, authzs, poller)
             # Every authorization is valid now, so the order is (about to be) ready: finalize
             # at once; "orderNotReady" sends us back to polling (saves a round trip).
             order = dataclasses.replace(order, status="ready")
@@ -109,6 +144,37 @@ class Issuer:
         chain = keys.split_chain(self.client.download(order.certificate, cert.name), cert.name)
         keys.check_issued(chain, key, cert.domains, cert.name)
         return Issued(keys.key_to_pem(key), chain, order.url)
+
+    def _new_order(self, cert: OrderRequest, csr: bytes, replaces: str | None) -> OrderState:
+        try:
+            return self.client.new_order(csr, cert.name, profile=cert.profile, replaces=replaces)
+        except CAError as err:
+            refused = err.problem_type in REPLACES_REFUSED or err.http_status == 404
+            if replaces is None or not refused:
+                raise
+            self.replaces_refused = str(err)
+        log.warning("%s: the CA refused the order with replaces (%s); ordering again without it "
+                    "(and without replaces at this CA for a day)", cert.name,
+                    self.replaces_refused, extra={"cert": cert.name})  # fmt: skip
+        return self.client.new_order(csr, cert.name, profile=cert.profile)
+
+    def _resumed(self, cert: OrderRequest, pending: PendingOrder) -> OrderState | None:
+        """The earlier run's order as the CA has it now, or None when it cannot be used."""
+        try:
+            order = self.client.order(pending.url, cert.name)
+        except CAError as err:
+            if err.retryable and err.http_status not in (404, 410):
+                raise  # the CA is unreachable: try again later
+            log.info("%s: the order %s an earlier run placed is gone (%s); placing a new one",
+                     cert.name, pending.url, err, extra={"cert": cert.name})  # fmt: skip
+            return None
+        if order.status == "invalid" or (order.status == "valid" and not order.certificate):
+            log.info("%s: the order %s an earlier run placed is %s; placing a new one",
+                     cert.name, pending.url, order.status, extra={"cert": cert.name})  # fmt: skip
+            return None
+        log.info("%s: resuming the order %s an earlier run placed (%s, not ordering again)",
+                 cert.name, pending.url, order.status, extra={"cert": cert.name})  # fmt: skip
+        return order
 
     def _check_profile(self, cert: OrderRequest) -> None:
         offered = self.client.profiles()
@@ -120,11 +186,12 @@ class Issuer:
             )
 
     def _validate(self, cert: OrderRequest, authzs: list[Authorization], poller: Poller) -> None:
-        for authz in authzs:
-            if authz.status not in ("pending", "valid"):
-                raise _authz_failed(cert, authz)
+        """Answer every pending challenge, then wait for each: all failures are reported
+        together, so that the names that can be validated are (the CA keeps them valid for
+        the next order) and a multi-name certificate converges in one run when it can."""
+        failures = [_authz_failed(a) for a in authzs if a.status not in ("pending", "valid")]
         pending = [a for a in authzs if a.status == "pending"]
-        if not pending:
+        if not pending and not failures:
             log.debug("%s: every authorization is already valid; no challenge", cert.name)
             return
         for authz in pending:
@@ -135,23 +202,36 @@ class Issuer:
                 )
         try:
             self.solver.present([a.http01 for a in pending if a.http01 is not None])
+            answered = []
             for authz in pending:
                 assert authz.http01 is not None
-                self.client.answer(authz.http01, cert.name)
-            for authz in pending:
-                self._await_authorization(cert, authz, poller)
+                try:
+                    self.client.answer(authz.http01, cert.name)
+                    answered.append(authz)
+                except CAError as err:
+                    if err.retryable:
+                        raise  # the CA is unreachable: this run ends, the next one retries
+                    failures.append(f"{authz.domain}: {err}")
+            for authz in answered:
+                if (failure := self._await_authorization(cert, authz, poller)) is not None:
+                    failures.append(failure)
         finally:
             self.solver.cleanup()
+        if failures:
+            many = f"{len(failures)} of {len(authzs)} names" if len(failures) > 1 else ""
+            raise IssuanceError(f"{cert.name}: validation failed{' for ' + many if many else ''}"
+                                f": {'; '.join(failures)}")  # fmt: skip
 
     def _await_authorization(
         self, cert: OrderRequest, authz: Authorization, poller: Poller
-    ) -> None:
+    ) -> str | None:
+        """None once the authorization is valid; what failed when it is not."""
         while True:
             current = self.client.authorization(authz.url, cert.name)
             if current.status == "valid":
-                return
+                return None
             if current.status != "pending":
-                raise _authz_failed(cert, current)
+                return _authz_failed(current)
             if poller.expired():
                 raise _timeout(cert, authz.url, "pending", self.timeout)
             poller.wait()
@@ -185,17 +265,16 @@ class Issuer:
             order = self.client.order(order.url, cert.name)
 
 
-def _authz_failed(cert: OrderRequest, authz: Authorization) -> IssuanceError:
+def _authz_failed(authz: Authorization) -> str:
     reason = authz.error or "no reason given"
-    return IssuanceError(
-        f"{cert.name}: validation of {authz.domain} failed ({authz.status}): {reason}"
-    )
+    return f"{authz.domain} ({authz.status}): {reason}"
 
 
 def _timeout(cert: OrderRequest, url: str, status: str, timeout: float) -> CAError:
     return CAError(
         f"{cert.name}: order {url} is still {status} after {timeout:.0f} s "
-        "([acme] issuance_timeout); the CA may be slow: try again later or raise the timeout",
+        "([acme] issuance_timeout); the CA may be slow: the next run resumes this order "
+        "(no new order) or raise the timeout",
         retryable=True,
         problem_type="timeout",
     )

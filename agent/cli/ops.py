@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..errors import EXIT_OK, UsageError
+from ..errors import EXIT_FAILED, EXIT_OK, UsageError
 from ..model import REVOCATION_REASONS
 
 
@@ -163,7 +163,7 @@ def cmd_account(config: Config, action: str, yes: bool, as_json: bool) -> int:
         else:
             for key, value in info.items():
                 print(f"{key + ':':<12}{value}")
-        return EXIT_OK
+        return EXIT_OK if info["status"] == "valid" else EXIT_FAILED
     if action == "rollover":
         print(f"{accountops.rollover(config)}: account key replaced")
         return EXIT_OK

@@ -13,7 +13,7 @@ from .cluster import ClusterConfig
 from .deploy import DeployConfig, HooksConfig
 
 # AWS Certificate Manager documents up to 2 minutes per issuance; 5 minutes leaves room.
-DEFAULT_ISSUANCE_TIMEOUT = 300.0
+DEFAULT_ISSUANCE_TIMEOUT = 600.0  # AWS ACM asks clients to wait at least 600 s
 # Orders worked on at once: fast through a mass renewal, yet gentle on a CA (each waits
 # for the CA most of the time; Retry-After from any of them pauses all).
 DEFAULT_MAX_CONCURRENT_ORDERS = 8

@@ -7,32 +7,50 @@ import logging
 import os
 from datetime import UTC, datetime
 
+from josepy.b64 import b64encode
+
 from .. import keys
 from ..acme.client import account_key_pem_new
 from ..config.types import Config
-from ..errors import ConfigError, StoreError
+from ..errors import AgentError, ConfigError, StoreError
 from ..fleet.cluster import open_cluster
 from ..model import REVOCATION_REASONS
 from ..store.attempts import record_revocation
 from ..store.certs import Store
 from ..store.files import write_file_atomic
-from .accounts import open_client, set_aside
+from .accounts import open_client, set_aside, set_aside_accounts, stored_client
 
 log = logging.getLogger(__name__)
 
 
 def show(config: Config) -> dict[str, object]:
+    """The account as the CA has it now. Read-only: never registers (that would spend
+    single-use EAB credentials), deactivates or rolls over; with no account, says so."""
     store = Store(config.state_dir)
-    client = open_client(config.acme, store, open_cluster(config.cluster))
+    directory = config.acme.directory
+    folder = store.account_dir(directory)
+    client = stored_client(config.acme, store, open_cluster(config.cluster))
+    if client is None:
+        aside = set_aside_accounts(store, directory)
+        if not aside:
+            raise AgentError(
+                f"no ACME account for {directory} in {folder}: 'acme-agent register' creates "
+                "one (renew and run do too, when a certificate is due)"
+            )
+        stamp, uri = aside[0]
+        return {"url": uri, "directory": directory, "status": "deactivated",
+                "deactivated": stamp, "folder": f"{folder}.deactivated-{stamp}",
+                "next": "the next renew or run registers a new account (fresh EAB "
+                        "credentials where the CA asks for them)"}  # fmt: skip
     details = client.account_details()
     return {
         "url": client.account_uri,
-        "directory": config.acme.directory,
+        "directory": directory,
         "status": details.get("status"),
         "contact": details.get("contact", []),
         "key": f"EC {client.key.key.curve.name}" if hasattr(client.key.key, "curve") else "RSA",
-        "thumbprint": client.key.thumbprint().hex(),
-        "folder": str(store.account_dir(config.acme.directory)),
+        "thumbprint": b64encode(client.key.thumbprint()).decode(),  # RFC 7638, base64url
+        "folder": str(folder),
     }
 
 

@@ -8,6 +8,7 @@ fleet the account is shared through Redis and registered once for all hosts.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from datetime import UTC, datetime
@@ -117,6 +118,37 @@ def _open_local(acme: AcmeConfig, store: Store) -> AcmeClient:
     store.save_account(acme.directory, uri)
     log.info("registered ACME account %s", uri)
     return client
+
+
+def stored_client(
+    acme: AcmeConfig, store: Store, cluster: RedisCluster | None = None
+) -> AcmeClient | None:
+    """A client bound to the account this host (or the fleet) has, or None when there is
+    none; no request, no registration, nothing written (for read-only commands)."""
+    stored = store.load_account(acme.directory)
+    if stored is None and cluster is not None and (shared := cluster.load_account(acme.directory)):
+        key_pem, uri = shared
+    elif stored is not None:
+        key_pem, uri = stored.key_pem, stored.uri
+    else:
+        return None
+    bundle = str(acme.ca_bundle) if acme.ca_bundle else None
+    key = _load_key(key_pem, store, acme.directory)
+    return AcmeClient(acme.directory, key, ca_bundle=bundle, account_uri=uri,
+                      timeout=acme.request_timeout)  # fmt: skip
+
+
+def set_aside_accounts(store: Store, directory: str) -> list[tuple[str, str]]:
+    """(time stamp, account URL) of the accounts set aside for ``directory``, newest first."""
+    folder = store.account_dir(directory)
+    found = []
+    for aside in folder.parent.glob(f"{folder.name}.deactivated-*"):
+        try:
+            uri = str(json.loads((aside / "account.json").read_text())["uri"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        found.append((aside.name.rsplit("-", 1)[-1], uri))
+    return sorted(found, reverse=True)
 
 
 def _find_existing(client: AcmeClient) -> str | None:

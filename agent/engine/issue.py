@@ -1,33 +1,108 @@
-"""Obtain one certificate from the CA: the order, with RFC 9773's ``replaces`` when the CA
-speaks ARI. The protocol stack is imported here, on the issuing path only."""
+"""Obtain one certificate from the CA: the order (with RFC 9773's ``replaces`` when it can
+help), resuming the order an earlier run left unfinished. The protocol stack is imported
+here, on the issuing path only.
+
+``replaces`` is optional (RFC 9773 section 5), and a CA that cannot use it may refuse the
+whole order, so it is sent only when the CA answered renewalInfo for the certificate in
+service, that certificate was ordered by the account ordering now (an imported one, or one
+from before a re-registration, was not), and the CA has not refused it in the last day.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
+from datetime import datetime, timedelta
 
 from ..acme.ari import ari_cert_id
 from ..acme.client import AcmeClient
 from ..acme.issuer import Issued, Issuer
-from ..model import OrderRequest, Solver
-from ..store.certs import LiveCertificate
+from ..errors import CAError, IssuanceError
+from ..model import CertRecord, OrderRequest, PendingOrder, Solver
+from ..store import ari, orders
+from ..store.certs import LiveCertificate, Store
+
+log = logging.getLogger(__name__)
+
+# After a CA refused ``replaces``, orders at it go without for this long.
+REPLACES_PAUSE = timedelta(days=1)
 
 
-def obtain(
-    client: AcmeClient,
-    solver: Solver,
-    issuance_timeout: float,
-    request: OrderRequest,
-    replacing: LiveCertificate | None,
-) -> Issued:
-    """A new certificate for ``request`` (``replacing``: the one in service, if any)."""
-    issuer = Issuer(client, solver, issuance_timeout)
-    return issuer.obtain(request, replaces=_replaces(client, replacing))
+class Obtainer:
+    """One certificate's issuance against ``client``; ``store`` None: a dry run, which
+    neither resumes nor keeps orders."""
 
+    def __init__(
+        self,
+        client: AcmeClient,
+        solver: Solver,
+        issuance_timeout: float,
+        store: Store | None,
+        now: datetime,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.now = now
+        self.issuer = Issuer(client, solver, issuance_timeout)
 
-def _replaces(client: AcmeClient, current: LiveCertificate | None) -> str | None:
-    """The ARI id of the certificate being replaced, when the CA speaks ARI."""
-    if current is None or not client.supports_ari():
+    def obtain(
+        self,
+        request: OrderRequest,
+        record: CertRecord | None,
+        replacing: LiveCertificate | None,
+    ) -> Issued:
+        """A new certificate for ``request`` (``record``/``replacing``: the one in service)."""
+        store, name = self.store, request.name
+        if store is None:
+            return self.issuer.obtain(request)
+        pending = self._pending(store, request)
+        replaces = self._replaces(store, record, replacing)
+        self.issuer.on_order = lambda url, key, csr: orders.save_pending(
+            store, PendingOrder(name, self.client.directory_url, self.client.account_uri or "",
+                                url, request.domains, request.key_type, key, csr, self.now)
+        )  # fmt: skip
+        try:
+            return self.issuer.obtain(request, replaces, resume=pending)
+        except (IssuanceError, CAError) as err:
+            if not (isinstance(err, CAError) and err.retryable):
+                orders.clear_pending(store, name)  # the order is dead: the next run orders anew
+            raise
+        finally:
+            if self.issuer.replaces_refused is not None:
+                directory = self.client.directory_url
+                orders.remember_refusal(store, directory, self.now + REPLACES_PAUSE)
+
+    def _pending(self, store: Store, request: OrderRequest) -> PendingOrder | None:
+        pending = orders.load_pending(store, request.name)
+        if pending is None:
+            return None
+        same = (
+            pending.directory == self.client.directory_url
+            and pending.account == (self.client.account_uri or "")
+            and sorted(pending.domains) == sorted(request.domains)
+            and pending.key_type == request.key_type
+        )
+        if not same:
+            log.info("%s: the order %s an earlier run left is for another CA, account, names or "
+                     "key type; placing a new one", request.name, pending.url,
+                     extra={"cert": request.name})  # fmt: skip
+            orders.clear_pending(store, request.name)
+            return None
+        return pending
+
+    def _replaces(
+        self, store: Store, record: CertRecord | None, current: LiveCertificate | None
+    ) -> str | None:
+        """The ARI id of the certificate being replaced, when sending it can help."""
+        if current is None or record is None or not self.client.supports_ari():
+            return None
+        state = ari.load_state(store, current.name)
+        if state is None or not state.supported or state.serial != record.serial:
+            return None  # the CA did not answer renewalInfo for this certificate
+        if not record.account or record.account != self.client.account_uri:
+            return None  # imported, or ordered by another account
+        if orders.refuses_replaces(store, self.client.directory_url, self.now):
+            return None
+        with contextlib.suppress(ValueError, LookupError):
+            return ari_cert_id(current.cert)
         return None
-    with contextlib.suppress(ValueError, LookupError):
-        return ari_cert_id(current.cert)
-    return None

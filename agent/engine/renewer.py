@@ -31,7 +31,7 @@ from ..model import (
     Solver,
     Status,
 )
-from ..store import ari
+from ..store import ari, orders
 from ..store.attempts import record_attempt
 from ..store.certs import Store
 from .backend import CertBackend, Claim, LocalBackend, open_backend
@@ -231,7 +231,7 @@ class Renewer:
         self, cert: CertificateConfig, run: RunContext, force: bool, claim: Claim
     ) -> Outcome:
         """Holding the right to renew: plan again, order, publish, install."""
-        from .issue import obtain
+        from .issue import Obtainer
 
         current = self.store.record(cert.name)  # again: another process may have renewed
         plan = self.planner.plan(cert, current, force=force)
@@ -244,20 +244,25 @@ class Renewer:
         client = self.client(run)
         request = OrderRequest(cert.name, cert.domains, cert.key_type, cert.profile,
                                cert.field("profile"))  # fmt: skip
-        replaces = None if self.dry_run or current is None else self.store.current(cert.name)
-        solver = self.solver_factory()
-        issued = obtain(client, solver, self.config.acme.issuance_timeout, request, replaces)
+        replacing = None if self.dry_run or current is None else self.store.current(cert.name)
+        store = None if self.dry_run else self.store
+        timeout = self.config.acme.issuance_timeout
+        obtainer = Obtainer(client, self.solver_factory(), timeout, store, self.clock())
+        issued = obtainer.obtain(request, current, replacing)
         if self.dry_run:
             detail = f"dry run: serial {issued.chain.cert.serial_number:x} obtained and discarded"
             return Outcome(
                 cert.name, Status.DRY_RUN, detail, None, issued.chain.cert.not_valid_after_utc
             )
         claim.publish(issued.key_pem, issued.chain)
-        return self._install(cert, plan, issued)
+        return self._install(cert, plan, issued, client.account_uri or "")
 
-    def _install(self, cert: CertificateConfig, plan: Plan, issued: Issued) -> Outcome:
+    def _install(
+        self, cert: CertificateConfig, plan: Plan, issued: Issued, account: str
+    ) -> Outcome:
         chain = issued.chain
-        folder = self.store.install(cert.name, issued.key_pem, chain)
+        folder = self.store.install(cert.name, issued.key_pem, chain, account)
+        orders.clear_pending(self.store, cert.name)
         not_after = chain.cert.not_valid_after_utc
         record = self.store.record(cert.name)
         if record is not None:  # the new certificate's renewal information, while connected

@@ -19,6 +19,7 @@ reader that resolves ``live/<name>`` once sees a key and a certificate of the sa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -55,13 +56,13 @@ PEM_FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
 _VERSION_RE = re.compile(r"^\d{4,}$")
 
 
-def _facts_of(name: str, chain: keys.IssuedChain, key_pem: bytes) -> bytes:
+def _facts_of(name: str, chain: keys.IssuedChain, key_pem: bytes, account: str) -> bytes:
     from .. import keys
 
     cert = chain.cert
     key_type = keys.key_type_of(keys.load_key_pem(key_pem))
     live = LiveCertificate(name, "", cert, frozenset(keys.dns_names(cert)), key_type)
-    return record_of(live).to_json()
+    return dataclasses.replace(record_of(live), account=account).to_json()
 
 
 @dataclass(frozen=True)
@@ -181,19 +182,22 @@ class Store:
             key_type=keys.key_type_of(key),
         )
 
-    def install(self, name: str, key_pem: bytes, chain: keys.IssuedChain) -> Path:
-        """Archive a new issuance and make it live in one atomic step; returns its folder."""
+    def install(
+        self, name: str, key_pem: bytes, chain: keys.IssuedChain, account: str = ""
+    ) -> Path:
+        """Archive a new issuance and make it live in one atomic step; returns its folder.
+        ``account``: the ACME account that ordered it (kept in its facts)."""
         with SWAP_LOCK:
-            return self._install(name, key_pem, chain)
+            return self._install(name, key_pem, chain, account)
 
-    def _install(self, name: str, key_pem: bytes, chain: keys.IssuedChain) -> Path:
+    def _install(self, name: str, key_pem: bytes, chain: keys.IssuedChain, account: str) -> Path:
         archive = self.private_dir("archive", name)
         self._remove_leftovers(archive)
         staging = archive / f"{TMP_PREFIX}{secrets.token_hex(6)}"
         try:
             staging.mkdir(mode=0o700)
             for filename, data, mode in (
-                (FACTS, _facts_of(name, chain, key_pem), 0o600),
+                (FACTS, _facts_of(name, chain, key_pem, account), 0o600),
                 ("privkey.pem", key_pem, 0o600),
                 ("cert.pem", chain.cert_pem, 0o644),
                 ("chain.pem", chain.chain_pem, 0o644),

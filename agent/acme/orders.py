@@ -1,0 +1,72 @@
+"""Order messages: newOrder with RFC 9773's ``replaces``, and what an order answer says."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import josepy as jose
+from acme import messages
+from cryptography import x509
+
+from .problems import describe_problem
+from .transport import Response
+
+
+@dataclass(frozen=True)
+class OrderState:
+    url: str
+    status: str
+    authorizations: tuple[str, ...]
+    finalize: str
+    certificate: str | None
+    error: str
+    retry_after: str | None
+    identifiers: tuple[str, ...] = ()  # the DNS names the CA has in the order
+    profile: str | None = None  # the profile the CA echoes, if it does
+
+
+class NewOrderReplacing(messages.NewOrder):
+    """newOrder with RFC 9773's ``replaces`` (the ARI id of the certificate it renews)."""
+
+    replaces: str | None = jose.field("replaces", omitempty=True)
+
+
+def csr_domains(csr_pem: bytes) -> list[str]:
+    csr = x509.load_pem_x509_csr(csr_pem)
+    san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return list(san.get_values_for_type(x509.DNSName))
+
+
+def order_state(response: Response, url: str) -> OrderState:
+    body = messages.Order.from_json(response.json())
+    error = ""
+    if body.error is not None:
+        error = f"{body.error.code}: {describe_problem(body.error)}"
+    return OrderState(
+        url=url,
+        status=str(body.status.name),
+        authorizations=tuple(str(a) for a in body.authorizations or ()),
+        finalize=str(body.finalize),
+        certificate=str(body.certificate) if body.certificate else None,
+        error=error,
+        retry_after=response.headers.get("Retry-After"),
+        identifiers=tuple(str(i.value) for i in body.identifiers or ()),
+        profile=str(body.profile) if body.profile else None,
+    )
+
+
+def order_mismatch(order: OrderState, domains: tuple[str, ...], profile: str | None) -> str | None:
+    """What the CA's order has that was not asked for (None: it is the order requested).
+    A server that copies the replaced certificate's names into a renewal would otherwise
+    fail at finalize with a misleading ``badCSR``."""
+    wanted = {d.lower() for d in domains}
+    got = {i.lower().rstrip(".") for i in order.identifiers}
+    problems = []
+    if order.identifiers and got != wanted:
+        if extra := sorted(got - wanted):
+            problems.append(f"names not requested: {', '.join(extra)}")
+        if missing := sorted(wanted - got):
+            problems.append(f"requested names missing: {', '.join(missing)}")
+    if profile is not None and order.profile is not None and order.profile != profile:
+        problems.append(f"profile {order.profile!r} instead of {profile!r}")
+    return "; ".join(problems) or None
