@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
@@ -103,10 +105,16 @@ def dns_names(cert: x509.Certificate) -> set[str]:
 
 
 def public_key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
+    return _spki(cert.public_key()) == _spki(key.public_key())
+
+
+def public_key_matches_csr(csr: x509.CertificateSigningRequest, key: PrivateKey) -> bool:
+    return _spki(csr.public_key()) == _spki(key.public_key())
+
+
+def _spki(public: object) -> bytes:
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    ours = key.public_key().public_bytes(serialization.Encoding.DER, spki)
-    theirs = cert.public_key().public_bytes(serialization.Encoding.DER, spki)
-    return ours == theirs
+    return public.public_bytes(serialization.Encoding.DER, spki)  # type: ignore[attr-defined]
 
 
 def check_issued(chain: IssuedChain, key: PrivateKey, domains: tuple[str, ...], where: str) -> None:
@@ -119,3 +127,25 @@ def check_issued(chain: IssuedChain, key: PrivateKey, domains: tuple[str, ...], 
             f"{where}: the CA returned a certificate for {sorted(got)} instead of {sorted(want)}; "
             "not used"
         )
+
+
+def check_chain(chain: IssuedChain, where: str, now: datetime) -> None:
+    """The certificate is within its validity period and signed by the first certificate
+    of the chain it came with (for a certificate that did not come from the CA just now:
+    one from Redis is checked as one from the CA would be, and more)."""
+    cert = chain.cert
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise IssuanceError(
+            f"{where}: the certificate is not valid now ({cert.not_valid_before_utc:%Y-%m-%d} to "
+            f"{cert.not_valid_after_utc:%Y-%m-%d}); not used"
+        )
+    issuers = x509.load_pem_x509_certificates(chain.chain_pem) if chain.chain_pem.strip() else []
+    if not issuers:
+        raise IssuanceError(f"{where}: no issuer certificate with it; not used")
+    try:
+        cert.verify_directly_issued_by(issuers[0])
+    except (ValueError, TypeError, InvalidSignature):
+        raise IssuanceError(
+            f"{where}: the certificate is not signed by the issuer certificate it came with "
+            f"({issuers[0].subject.rfc4514_string()}); not used"
+        ) from None

@@ -159,6 +159,7 @@ class PendingOrder:
     key_pem: bytes
     csr_pem: bytes
     placed: datetime
+    profile: str | None = None
 
     def to_json(self) -> bytes:
         data = {**asdict(self), "key_pem": self.key_pem.decode(), "csr_pem": self.csr_pem.decode(),
@@ -175,6 +176,7 @@ class PendingOrder:
             tuple(str(d) for d in data["domains"]), str(data["key_type"]),
             str(data["key_pem"]).encode(), str(data["csr_pem"]).encode(),
             datetime.fromisoformat(data["placed"]),
+            str(data["profile"]) if data.get("profile") is not None else None,
         )  # fmt: skip
 
 

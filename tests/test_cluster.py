@@ -171,6 +171,10 @@ def test_key_file_must_be_private_and_long_enough(tmp_path: Path) -> None:
     [
         ('backend = "etcd"\nurl = "redis://h"\nkey_file = "k"', r"cluster\.backend: 'etcd'"),
         ('backend = "redis"\nurl = "redis://u:pw@h:6379"\nkey_file = "k"', "password_file"),
+        (
+            'backend = "redis"\nurl = "redis://h:6379/0?password=pw"\nkey_file = "k"',
+            "must not contain a password",
+        ),
         ('backend = "redis"\nurl = "http://h"\nkey_file = "k"', r"cluster\.url: must start"),
         ('backend = "redis"\nurl = "redis://h"', r"cluster\.key_file: is required"),
         ('backend = "redis"\nurl = "redis://h"\nkey_file = "k"\nlease = "1s"', "between 5"),

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -262,7 +262,11 @@ def test_a_timed_out_order_is_resumed_not_ordered_again(
     assert setup.versions("f") == ["0001"] and not pending.exists()
 
 
-@pytest.mark.parametrize("damage", ["garbage", "bad key", "order gone"])
+@pytest.mark.parametrize(
+    "damage",
+    ["garbage", "bad key", "csr of another key", "order gone", "finished long ago",
+     "placed long ago", "foreign origin"],
+)  # fmt: skip
 def test_an_unusable_pending_order_gives_way_to_a_new_one(
     tmp_path: Path,
     pebble: LocalCA,
@@ -270,6 +274,8 @@ def test_an_unusable_pending_order_gives_way_to_a_new_one(
     caplog: pytest.LogCaptureFixture,
     damage: str,
 ) -> None:
+    """A kept order is resumed only when it can still give a newer certificate: anything
+    else is set aside or forgotten, and a new order is placed in the same run."""
     from agent import keys
     from agent.model import PendingOrder
     from agent.store.certs import Store
@@ -277,14 +283,25 @@ def test_an_unusable_pending_order_gives_way_to_a_new_one(
 
     setup = through(tmp_path, pebble, proxy)
     assert setup.renew() == 0  # an account, whose URL a pending order must carry
+    first = live_cert(setup)
     orders = setup.state / "orders"
     account = Store(setup.state).load_account(proxy.directory_url)
     assert account is not None
     key = keys.generate_key("ec-p256")
-    pending = PendingOrder("f", proxy.directory_url, account.uri,
-                           proxy.base + "/my-order/no-such-order", ("f.example.com",), "ec-p256",
-                           keys.key_to_pem(key), keys.make_csr(key, ("f.example.com",)),
-                           datetime.now(UTC))  # fmt: skip
+    url = proxy.base + "/my-order/no-such-order"
+    placed = datetime.now(UTC)
+    if damage == "finished long ago":  # the order of the certificate in service
+        key = keys.load_key_pem((setup.live("f") / "privkey.pem").read_bytes())
+        url = proxy.base + proxy.posted("/my-order/")[0].path
+    elif damage == "placed long ago":
+        placed -= timedelta(days=2)
+    elif damage == "foreign origin":
+        url = "https://127.0.0.2:1/my-order/1"
+    csr = keys.make_csr(key, ("f.example.com",))
+    if damage == "csr of another key":
+        csr = keys.make_csr(keys.generate_key("ec-p256"), ("f.example.com",))
+    pending = PendingOrder("f", proxy.directory_url, account.uri, url, ("f.example.com",),
+                           "ec-p256", keys.key_to_pem(key), csr, placed)  # fmt: skip
     save_pending(Store(setup.state), pending)
     if damage == "garbage":
         (orders / "f.json").write_bytes(b"\x00\xff not json")
@@ -292,12 +309,19 @@ def test_an_unusable_pending_order_gives_way_to_a_new_one(
         data = json.loads((orders / "f.json").read_text())
         (orders / "f.json").write_text(json.dumps({**data, "key_pem": "-----BEGIN junk"}))
     assert setup.renew("--force") == 0
-    if damage == "order gone":
-        assert "an earlier run placed is gone" in caplog.text
+    said = {
+        "order gone": "an earlier run placed is gone",
+        "finished long ago": "holds no newer certificate; placing a new one",
+        "placed long ago": "was placed more than 1 day ago",
+        "foreign origin": "is not on the CA's origin",
+    }
+    if damage in said:
+        assert said[damage] in caplog.text
     else:
         assert "not a pending order; moved to f.json.corrupt-" in caplog.text
         assert list(orders.glob("f.json.corrupt-*"))
     assert not (orders / "f.json").exists() and setup.versions("f") == ["0001", "0002"]
+    assert live_cert(setup).serial_number != first.serial_number
 
 
 # -- read-only commands ------------------------------------------------------------------

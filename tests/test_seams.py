@@ -20,7 +20,7 @@ from agent.fleet.cluster import Lease, SharedCert
 from agent.http01.solvers import WebrootSolver
 from agent.model import Challenge, Status
 from agent.store.certs import Store
-from tests.certs import make_chain
+from tests.certs import NOW, make_chain
 
 CERT = CertificateConfig("www", ("www.example.com",))
 
@@ -57,7 +57,8 @@ def test_claim_adopts_a_version_finished_meanwhile_without_deadlock(tmp_path: Pa
     shared = SharedCert("www", serial, chain.cert.not_valid_after_utc, 2, "host-a",
                         chain.fullchain_pem, "sealed")  # fmt: skip
     store = Store(tmp_path / "state")
-    backend = FleetBackend(store, FakeCluster(shared, keys.key_to_pem(key)), 600)  # type: ignore[arg-type]
+    cluster = FakeCluster(shared, keys.key_to_pem(key))
+    backend = FleetBackend(store, cluster, 600, clock=lambda: NOW)  # type: ignore[arg-type]
     done: list[Any] = []
 
     def claim() -> None:

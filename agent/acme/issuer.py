@@ -11,9 +11,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from .. import keys
-from ..errors import CAError, IssuanceError
+from ..errors import AccountError, CAError, IssuanceError
 from ..model import OrderRequest, PendingOrder, Solver
 from ..policy.backoff import exponential
 from ..policy.retry_after import retry_after_seconds
@@ -73,7 +74,7 @@ class Poller:
 # Problems a CA answers a newOrder with when it cannot use ``replaces`` (RFC 9773 section 5:
 # already replaced, not this account's, a certID it does not understand): the same order is
 # placed once more without it.
-REPLACES_REFUSED = frozenset({"alreadyReplaced", "malformed", "unauthorized", "badRequest"})
+REPLACES_REFUSED = frozenset({"alreadyReplaced", "malformed", "unauthorized"})
 
 # on_order(order URL, key PEM, CSR PEM): an order was placed (the caller keeps it, to
 # resume it if this issuance does not end).
@@ -152,11 +153,14 @@ class Issuer:
             refused = err.problem_type in REPLACES_REFUSED or err.http_status == 404
             if replaces is None or not refused:
                 raise
-            self.replaces_refused = str(err)
-        log.warning("%s: the CA refused the order with replaces (%s); ordering again without it "
-                    "(and without replaces at this CA for a day)", cert.name,
-                    self.replaces_refused, extra={"cert": cert.name})  # fmt: skip
-        return self.client.new_order(csr, cert.name, profile=cert.profile)
+            first = err
+        # The same order without it: if that fails too, the refusal was not about replaces.
+        order = self.client.new_order(csr, cert.name, profile=cert.profile)
+        self.replaces_refused = str(first)
+        log.warning("%s: the CA refused the order with replaces (%s); ordered again without it "
+                    "(and without replaces at this CA for a day)", cert.name, first,
+                    extra={"cert": cert.name})  # fmt: skip
+        return order
 
     def _resumed(self, cert: OrderRequest, pending: PendingOrder) -> OrderState | None:
         """The earlier run's order as the CA has it now, or None when it cannot be used."""
@@ -168,9 +172,15 @@ class Issuer:
             log.info("%s: the order %s an earlier run placed is gone (%s); placing a new one",
                      cert.name, pending.url, err, extra={"cert": cert.name})  # fmt: skip
             return None
-        if order.status == "invalid" or (order.status == "valid" and not order.certificate):
+        expired = order.expires is not None and order.expires <= datetime.now(UTC)
+        if (
+            expired
+            or order.status == "invalid"
+            or (order.status == "valid" and not order.certificate)
+        ):
+            state = "expired" if expired else order.status
             log.info("%s: the order %s an earlier run placed is %s; placing a new one",
-                     cert.name, pending.url, order.status, extra={"cert": cert.name})  # fmt: skip
+                     cert.name, pending.url, state, extra={"cert": cert.name})  # fmt: skip
             return None
         log.info("%s: resuming the order %s an earlier run placed (%s, not ordering again)",
                  cert.name, pending.url, order.status, extra={"cert": cert.name})  # fmt: skip
@@ -209,8 +219,8 @@ class Issuer:
                     self.client.answer(authz.http01, cert.name)
                     answered.append(authz)
                 except CAError as err:
-                    if err.retryable:
-                        raise  # the CA is unreachable: this run ends, the next one retries
+                    if err.retryable or isinstance(err, AccountError):
+                        raise  # the CA is unreachable (retried later), or the account is bad
                     failures.append(f"{authz.domain}: {err}")
             for authz in answered:
                 if (failure := self._await_authorization(cert, authz, poller)) is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import josepy as jose
 from acme import messages
@@ -23,6 +24,7 @@ class OrderState:
     retry_after: str | None
     identifiers: tuple[str, ...] = ()  # the DNS names the CA has in the order
     profile: str | None = None  # the profile the CA echoes, if it does
+    expires: datetime | None = None
 
 
 class NewOrderReplacing(messages.NewOrder):
@@ -52,7 +54,14 @@ def order_state(response: Response, url: str) -> OrderState:
         retry_after=response.headers.get("Retry-After"),
         identifiers=tuple(str(i.value) for i in body.identifiers or ()),
         profile=str(body.profile) if body.profile else None,
+        expires=_aware(body.expires),
     )
+
+
+def _aware(when: datetime | None) -> datetime | None:
+    if when is None:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def order_mismatch(order: OrderState, domains: tuple[str, ...], profile: str | None) -> str | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from ..policy.durations import parse_duration
 from .tomltable import Table, relative_to
@@ -77,7 +77,8 @@ def _check_url(url: str, table: Table) -> None:
         raise table.error("url", f"not a valid URL ({err})") from None
     if parts.scheme not in URL_SCHEMES:
         raise table.error("url", "must start with redis://, rediss:// (TLS) or unix://")
-    if parts.password is not None:
+    query = {k.lower() for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    if parts.password is not None or "password" in query:
         raise table.error(
             "url", "must not contain a password: put it in a file and set password_file"
         )

@@ -102,7 +102,8 @@ class Daemon:
 
         tokens_dir = self.store.private_dir("http01")
         # In a cluster it also answers the tokens other hosts published in Redis.
-        fallback = self._cluster.lookup_token if self._cluster is not None else None
+        directory = config.acme.directory
+        fallback = self._cluster.token_answerer(directory) if self._cluster is not None else None
         http01 = config.http01
         responder = Responder(http01.listen_host, http01.listen_port, tokens_dir, fallback)
         try:

@@ -7,8 +7,6 @@ import logging
 import os
 from datetime import UTC, datetime
 
-from josepy.b64 import b64encode
-
 from .. import keys
 from ..acme.client import account_key_pem_new
 from ..config.types import Config
@@ -18,7 +16,7 @@ from ..model import REVOCATION_REASONS
 from ..store.attempts import record_revocation
 from ..store.certs import Store
 from ..store.files import write_file_atomic
-from .accounts import open_client, set_aside, set_aside_accounts, stored_client
+from .accounts import open_client, set_aside, set_aside_accounts, stored_client, thumbprint
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +47,7 @@ def show(config: Config) -> dict[str, object]:
         "status": details.get("status"),
         "contact": details.get("contact", []),
         "key": f"EC {client.key.key.curve.name}" if hasattr(client.key.key, "curve") else "RSA",
-        "thumbprint": b64encode(client.key.thumbprint()).decode(),  # RFC 7638, base64url
+        "thumbprint": thumbprint(client.key),
         "folder": str(folder),
     }
 
@@ -74,7 +72,7 @@ def rollover(config: Config) -> str:
         ) from None
     if cluster is not None:  # the other hosts take the new key from Redis
         cluster.store_account(config.acme.directory, keys.key_to_pem(new.key),
-                              str(client.account_uri))  # fmt: skip
+                              str(client.account_uri), thumbprint(new))  # fmt: skip
     return str(client.account_uri)
 
 

@@ -21,7 +21,7 @@ from ..config.secretfile import read_secret_file
 from ..config.types import AcmeConfig
 from ..errors import AccountError, CAError, ConfigError
 from ..fleet.cluster import ClusterError, Lease, RedisCluster
-from ..store.certs import Store
+from ..store.certs import Store, StoredAccount
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def _open_shared(acme: AcmeConfig, store: Store, cluster: RedisCluster) -> AcmeC
     directory = acme.directory
     _drop_deactivated(store, cluster, directory)
     if _take_shared(store, cluster, directory):
-        return _open_local(acme, store)
+        return _with_thumbprint(_open_local(acme, store), cluster)
     lock = "_account-" + cluster.account_key(directory).rsplit(":", 1)[-1]
     with cluster.holding(lock, wait=cluster.settings.lease_seconds + acme.issuance_timeout) as held:
         if not isinstance(held, Lease):
@@ -47,13 +47,29 @@ def _open_shared(acme: AcmeConfig, store: Store, cluster: RedisCluster) -> AcmeC
                 f"{held.node} is still registering the shared ACME account; will retry"
             )
         if _take_shared(store, cluster, directory):  # registered while we waited
-            return _open_local(acme, store)
+            return _with_thumbprint(_open_local(acme, store), cluster)
         client = _open_local(acme, store)  # our stored account, or a new one (EAB, once)
         stored = store.load_account(directory)
         assert stored is not None
-        cluster.store_account(directory, stored.key_pem, stored.uri)
+        cluster.store_account(directory, stored.key_pem, stored.uri, thumbprint(client.key))
         log.info("ACME account %s shared with the cluster", stored.uri)
         return client
+
+
+def thumbprint(key: jose.JWK) -> str:
+    """RFC 7638, base64url: what every other ACME tool prints, and what the fleet's
+    responders answer HTTP-01 tokens with."""
+    return jose.b64encode(key.thumbprint()).decode()
+
+
+def _with_thumbprint(client: AcmeClient, cluster: RedisCluster) -> AcmeClient:
+    """A shared account written before thumbprints were kept (or with a record whose MAC
+    fails) gets its authenticated thumbprint now: the other hosts' responders need it."""
+    directory = client.directory_url
+    if cluster.account_thumbprint(directory) != thumbprint(client.key):
+        cluster.store_account(directory, keys.key_to_pem(client.key.key), str(client.account_uri),
+                              thumbprint(client.key))  # fmt: skip
+    return client
 
 
 def _drop_deactivated(store: Store, cluster: RedisCluster, directory: str) -> None:
@@ -126,12 +142,14 @@ def stored_client(
     """A client bound to the account this host (or the fleet) has, or None when there is
     none; no request, no registration, nothing written (for read-only commands)."""
     stored = store.load_account(acme.directory)
-    if stored is None and cluster is not None and (shared := cluster.load_account(acme.directory)):
-        key_pem, uri = shared
-    elif stored is not None:
-        key_pem, uri = stored.key_pem, stored.uri
-    else:
+    if cluster is not None:  # the fleet's word first: another host may have rolled it over
+        if stored is not None and cluster.deactivated_account(acme.directory) == stored.uri:
+            return None  # deactivated by another host (this copy is set aside at next run)
+        if shared := cluster.load_account(acme.directory):
+            stored = StoredAccount(uri=shared[1], key_pem=shared[0])
+    if stored is None:
         return None
+    key_pem, uri = stored.key_pem, stored.uri
     bundle = str(acme.ca_bundle) if acme.ca_bundle else None
     key = _load_key(key_pem, store, acme.directory)
     return AcmeClient(acme.directory, key, ca_bundle=bundle, account_uri=uri,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from ..acme.ari import ari_cert_id
 from ..acme.client import AcmeClient
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # After a CA refused ``replaces``, orders at it go without for this long.
 REPLACES_PAUSE = timedelta(days=1)
+# A kept order older than this is not resumed (orders expire after days at most CAs).
+MAX_PENDING_AGE = timedelta(days=1)
 
 
 class Obtainer:
@@ -59,10 +62,19 @@ class Obtainer:
         replaces = self._replaces(store, record, replacing)
         self.issuer.on_order = lambda url, key, csr: orders.save_pending(
             store, PendingOrder(name, self.client.directory_url, self.client.account_uri or "",
-                                url, request.domains, request.key_type, key, csr, self.now)
+                                url, request.domains, request.key_type, key, csr, self.now,
+                                request.profile)
         )  # fmt: skip
         try:
-            return self.issuer.obtain(request, replaces, resume=pending)
+            issued = self.issuer.obtain(request, replaces, resume=pending)
+            if pending is not None and not _newer(issued, record):
+                # An order that was finished long ago (its certificate is the one in service,
+                # or older): never put back in service; order anew.
+                log.info("%s: the order %s an earlier run placed holds no newer certificate; "
+                         "placing a new one", name, pending.url, extra={"cert": name})  # fmt: skip
+                orders.clear_pending(store, name)
+                issued = self.issuer.obtain(request, replaces)
+            return issued
         except (IssuanceError, CAError) as err:
             if not (isinstance(err, CAError) and err.retryable):
                 orders.clear_pending(store, name)  # the order is dead: the next run orders anew
@@ -73,19 +85,29 @@ class Obtainer:
                 orders.remember_refusal(store, directory, self.now + REPLACES_PAUSE)
 
     def _pending(self, store: Store, request: OrderRequest) -> PendingOrder | None:
+        """The order an earlier run left for ``request``, when it can be resumed: same CA
+        (the URL on the directory's origin), account, names, key type and profile, and
+        placed less than MAX_PENDING_AGE ago (a CA that keeps an order processing for
+        ever does not stop the renewals)."""
         pending = orders.load_pending(store, request.name)
         if pending is None:
             return None
-        same = (
-            pending.directory == self.client.directory_url
-            and pending.account == (self.client.account_uri or "")
-            and sorted(pending.domains) == sorted(request.domains)
-            and pending.key_type == request.key_type
-        )
-        if not same:
-            log.info("%s: the order %s an earlier run left is for another CA, account, names or "
-                     "key type; placing a new one", request.name, pending.url,
-                     extra={"cert": request.name})  # fmt: skip
+        directory = urlsplit(self.client.directory_url)
+        url = urlsplit(pending.url)
+        why = None
+        if (url.scheme, url.netloc) != (directory.scheme, directory.netloc):
+            why = "is not on the CA's origin"
+        elif (pending.directory, pending.account) != (self.client.directory_url,
+                                                      self.client.account_uri or ""):  # fmt: skip
+            why = "is for another CA or account"
+        elif (sorted(pending.domains), pending.key_type, pending.profile) != (
+            sorted(request.domains), request.key_type, request.profile):  # fmt: skip
+            why = "is for other names, another key type or profile"
+        elif self.now - pending.placed > MAX_PENDING_AGE:
+            why = f"was placed more than {MAX_PENDING_AGE.days} day ago"
+        if why is not None:
+            log.info("%s: the order %s an earlier run left %s; placing a new one", request.name,
+                     pending.url, why, extra={"cert": request.name})  # fmt: skip
             orders.clear_pending(store, request.name)
             return None
         return pending
@@ -106,3 +128,12 @@ class Obtainer:
         with contextlib.suppress(ValueError, LookupError):
             return ari_cert_id(current.cert)
         return None
+
+
+def _newer(issued: Issued, record: CertRecord | None) -> bool:
+    cert = issued.chain.cert
+    if record is None:
+        return True
+    return (
+        f"{cert.serial_number:x}" != record.serial and cert.not_valid_after_utc > record.not_after
+    )

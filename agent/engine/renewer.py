@@ -31,7 +31,7 @@ from ..model import (
     Solver,
     Status,
 )
-from ..store import ari, orders
+from ..store import ari
 from ..store.attempts import record_attempt
 from ..store.certs import Store
 from .backend import CertBackend, Claim, LocalBackend, open_backend
@@ -262,7 +262,6 @@ class Renewer:
     ) -> Outcome:
         chain = issued.chain
         folder = self.store.install(cert.name, issued.key_pem, chain, account)
-        orders.clear_pending(self.store, cert.name)
         not_after = chain.cert.not_valid_after_utc
         record = self.store.record(cert.name)
         if record is not None:  # the new certificate's renewal information, while connected

@@ -27,6 +27,6 @@ def _local_solver_factory(config: Config, backend: CertBackend) -> Callable[[], 
         return NoSolver
     tokens_dir = config.state_dir / "http01"
     cluster = backend.cluster
-    fallback = cluster.lookup_token if cluster is not None else None
+    fallback = cluster.token_answerer(config.acme.directory) if cluster is not None else None
     session = StandaloneSession(http01.listen_host, http01.listen_port, tokens_dir, fallback)
     return lambda: StandaloneSolver(session)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 from .. import keys
@@ -51,8 +51,15 @@ class FleetClaim:
 
 
 class FleetBackend:
-    def __init__(self, store: Store, cluster: RedisCluster, token_ttl: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cluster: RedisCluster,
+        token_ttl: float,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.store = store
+        self.clock = clock
         self.cluster = cluster  # never None here (the protocol's attribute allows None)
         self.token_ttl = token_ttl
         # The serial Redis holds for each certificate, read once per run.
@@ -104,8 +111,9 @@ class FleetBackend:
         where = f"{cert.name} (from Redis, obtained by {shared.node})"
         key_pem = self.cluster.open_key(shared)
         chain = keys.split_chain(shared.fullchain, where)
-        try:
+        try:  # as one from the CA: our key, our names, its issuer's signature, valid now
             keys.check_issued(chain, keys.load_key_pem(key_pem), cert.domains, where)
+            keys.check_chain(chain, where, self.clock())
         except AgentError as err:  # e.g. the domains were just changed here: renew instead
             log.warning("%s", err)
             return None

@@ -30,12 +30,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ..config.cluster import ClusterConfig
 from ..config.secretfile import read_secret_file
 from ..errors import AgentError, ConfigError
 from ..model import Challenge, Holder
-from .sealing import Sealer, SealError
+from .accounts import SharedAccount
+from .sealing import Authenticator, Sealer, SealError
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +49,18 @@ HEALTH_CHECK_INTERVAL = 15
 # Unanswered HTTP-01 tokens disappear on their own after this long (at least).
 TOKEN_TTL_MIN = 600
 
+# A lock without a TTL, or with one far beyond any lease (written by something other than
+# a host of this cluster), is given the caller's lease as TTL: it is taken over then.
 _ACQUIRE = """
 local cur = redis.call('get', KEYS[1])
-if cur then return {0, cur, redis.call('pttl', KEYS[1])} end
+if cur then
+  local ttl = redis.call('pttl', KEYS[1])
+  if ttl < 0 or ttl > 10 * tonumber(ARGV[2]) then
+    redis.call('pexpire', KEYS[1], ARGV[2])
+    return {0, cur, tonumber(ARGV[2]), 1}
+  end
+  return {0, cur, ttl, 0}
+end
 local fence = redis.call('incr', KEYS[2])
 local value = fence .. ' ' .. ARGV[1]
 redis.call('set', KEYS[1], value, 'PX', ARGV[2])
@@ -73,6 +84,15 @@ redis.call('hset', KEYS[2], unpack(ARGV, 5))
 redis.call('publish', ARGV[3], ARGV[4])
 return 1
 """
+
+
+def redacted(url: str) -> str:
+    """``url`` without a password (the user name stays: it is no secret)."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{host}"))
 
 
 class ClusterError(AgentError):
@@ -131,12 +151,15 @@ def open_cluster(settings: ClusterConfig | None) -> RedisCluster | None:
     return RedisCluster(settings) if settings is not None else None
 
 
-class RedisCluster:
+class RedisCluster(SharedAccount):
+    """Redis for the fleet; the shared account's records are in :class:`SharedAccount`."""
+
     def __init__(self, settings: ClusterConfig, sealer: Sealer | None = None) -> None:
         self.settings = settings
         self.prefix = settings.key_prefix
         self.events_channel = self.prefix + "events"
         self._sealer = sealer
+        self._auth: Authenticator | None = None
         self._redis: Any = None
         self._scripts: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -171,13 +194,19 @@ class RedisCluster:
             raise ConfigError(f"[cluster] url: {err}") from None
 
     @property
+    def auth(self) -> Authenticator:
+        if self._auth is None:
+            self._auth = Authenticator.from_file(self.settings.key_file)
+        return self._auth
+
+    @property
     def sealer(self) -> Sealer:
         if self._sealer is None:
             self._sealer = Sealer.from_file(self.settings.key_file)
         return self._sealer
 
     def describe(self, err: Exception) -> str:
-        return f"Redis at {self.settings.url}: {err or type(err).__name__}"
+        return f"Redis at {redacted(self.settings.url)}: {err or type(err).__name__}"
 
     def call(self, operation: Callable[[Any], Any]) -> Any:
         """Run ``operation(redis)``; Redis failures become one readable error."""
@@ -222,6 +251,10 @@ class RedisCluster:
             return Lease(self, key, str(result[1]), int(result[2]))
         parts = str(result[1]).split(" ")
         node = parts[1] if len(parts) > 1 else "?"
+        if len(result) > 3 and int(result[3]) == 1:
+            log.warning("Redis key %s held a lock without a sensible TTL (%r, not written by "
+                        "acme-agent?); it now expires in %.0f s and is taken over then", key,
+                        str(result[1])[:80], self.settings.lease_seconds)  # fmt: skip
         return Holder(node, max(0.0, int(result[2]) / 1000))
 
     @contextlib.contextmanager
@@ -254,8 +287,15 @@ class RedisCluster:
         return dict(zip(names, self.call(read), strict=True)) if names else {}
 
     def load_cert(self, name: str) -> SharedCert | None:
+        """The version in Redis, or None: none yet, or a record that no host holding this
+        cluster's key_file wrote (it is logged and never installed)."""
         data = self.call(lambda r: r.hgetall(self.cert_key(name)))
         if not data or "serial" not in data:
+            return None
+        if not self._authentic(name, data):
+            log.warning("%s: Redis key %s does not carry a valid MAC of this cluster (written by "
+                        "something else, or by a host with another key_file); ignored",
+                        name, self.cert_key(name), extra={"cert": name})  # fmt: skip
             return None
         try:
             return SharedCert(
@@ -271,6 +311,14 @@ class RedisCluster:
             raise ClusterError(
                 f"Redis key {self.cert_key(name)} is incomplete; the next renewal replaces it"
             ) from None
+
+    def _cert_mac_fields(self, name: str, data: dict[str, str]) -> tuple[str, ...]:
+        digest = hashlib.sha256(data.get("fullchain", "").encode()).hexdigest()
+        return (name, data.get("serial", ""), data.get("not_after", ""), data.get("version", ""),
+                data.get("node", ""), digest, data.get("key", ""))  # fmt: skip
+
+    def _authentic(self, name: str, data: dict[str, str]) -> bool:
+        return self.auth.verify(data.get("mac"), "cert", *self._cert_mac_fields(name, data))
 
     def open_key(self, shared: SharedCert) -> bytes:
         try:
@@ -291,6 +339,8 @@ class RedisCluster:
             "fullchain": fullchain.decode("ascii"),
             "key": self.sealer.seal(key_pem, "cert:" + name),
         }
+        fields["mac"] = self.auth.mac("cert", *self._cert_mac_fields(name, fields))
+        self._drop_forged(name)
         flat = [item for pair in fields.items() for item in pair]
         args = [lease.value, lease.fence, self.events_channel, name, *flat]
         result = self.call(lambda r: self.script("put")(
@@ -300,6 +350,16 @@ class RedisCluster:
                 f"{name}: this host's lease ran out during the order and another host took "
                 "over; the certificate it obtained is not used"
             )
+
+    def _drop_forged(self, name: str) -> None:
+        """Under our lease: a record no host of the cluster wrote (e.g. a version of
+        999999999999, which would refuse every write after it) is removed before ours."""
+        key = self.cert_key(name)
+        data = self.call(lambda r: r.hgetall(key))
+        if data and not self._authentic(name, data):
+            log.warning("%s: Redis key %s was not written by a host of this cluster; replacing "
+                        "it", name, key, extra={"cert": name})  # fmt: skip
+            self.call(lambda r: r.delete(key))
 
     # -- HTTP-01 ---------------------------------------------------------------------
     def publish_tokens(self, challenges: Sequence[Challenge], ttl: float) -> None:
@@ -318,52 +378,3 @@ class RedisCluster:
         if challenges:
             keys = [self.prefix + "http01:" + c.token for c in challenges]
             self.call(lambda r: r.delete(*keys))
-
-    def lookup_token(self, token: str) -> str | None:
-        """For the responder: a pending key authorization, or None (also when Redis is
-        down: the validation then fails on this host and the CA's retry may land well)."""
-        try:
-            value = self.call(lambda r: r.get(self.prefix + "http01:" + token))
-        except AgentError as err:
-            log.warning("HTTP-01 token lookup: %s", err)
-            return None
-        return str(value) if value is not None else None
-
-    # -- account ---------------------------------------------------------------------
-    def account_key(self, directory: str) -> str:
-        return self.prefix + "account:" + hashlib.sha256(directory.encode()).hexdigest()[:16]
-
-    def load_account(self, directory: str) -> tuple[bytes, str] | None:
-        """The shared account's (key PEM, URL) for this CA, or None."""
-        where = self.account_key(directory)
-        data = self.call(lambda r: r.hgetall(where))
-        if not data or "uri" not in data or "key" not in data:
-            return None
-        try:
-            return self.sealer.open(data["key"], where.removeprefix(self.prefix)), data["uri"]
-        except SealError as err:
-            raise ClusterError(f"the shared ACME account: {err}") from None
-
-    def deactivated_account(self, directory: str) -> str | None:
-        """The URL of the shared account a host deactivated (its copies must go), or None."""
-        value = self.call(lambda r: r.hget(self.account_key(directory), "deactivated"))
-        return str(value) if value else None
-
-    def forget_account(self, directory: str, uri: str) -> None:
-        """After deactivation: no key left in Redis, and a note for the other hosts."""
-        where = self.account_key(directory)
-
-        def replace(r: Any) -> None:
-            pipe = r.pipeline(transaction=True)
-            pipe.delete(where)
-            pipe.hset(where, mapping={"deactivated": uri, "node": self.settings.node_name})
-            pipe.execute()
-
-        self.call(replace)
-
-    def store_account(self, directory: str, key_pem: bytes, uri: str) -> None:
-        where = self.account_key(directory)
-        sealed = self.sealer.seal(key_pem, where.removeprefix(self.prefix))
-        mapping = {"uri": uri, "key": sealed, "directory": directory,
-                   "node": self.settings.node_name}  # fmt: skip
-        self.call(lambda r: r.hset(where, mapping=mapping))

@@ -3,12 +3,15 @@
 Every host of a cluster reads the same secret from a local file, so Redis (and its dumps,
 replicas and backups) only ever holds ciphertext. The associated data binds a sealed
 value to its place (``cert:<name>``), so one certificate's key cannot be swapped in for
-another's.
+another's. Every other field of a record is authenticated with an HMAC under a second key
+derived from the same secret (:class:`Authenticator`).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -17,6 +20,41 @@ from ..errors import ConfigError
 FORMAT = b"v1."
 MIN_SECRET_BYTES = 16
 _INFO = b"acme-agent cluster key v1"
+_MAC_INFO = b"acme-agent cluster mac v1"
+
+
+def read_cluster_secret(path: Path) -> bytes:
+    from ..config.secretfile import read_secret_file
+
+    needed = "every host needs the same secret there (e.g. from: openssl rand -base64 32)"
+    field = "[cluster] key_file"
+    secret = read_secret_file(path, field, needed, private=True).encode()
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"{field}: {path} holds {len(secret)} bytes; use at least {MIN_SECRET_BYTES} "
+            "(e.g. openssl rand -base64 32)"
+        )
+    return secret
+
+
+class Authenticator:
+    """HMAC-SHA256 under a key derived from the cluster secret (standard library only, so
+    the daemon can check what Redis says without loading cryptography): a record in Redis
+    is believed only when it carries the MAC that only holders of ``key_file`` can make."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._key = hmac.new(secret, _MAC_INFO, hashlib.sha256).digest()
+
+    @classmethod
+    def from_file(cls, path: Path) -> Authenticator:
+        return cls(read_cluster_secret(path))
+
+    def mac(self, kind: str, *fields: str) -> str:
+        message = "\x1f".join((kind, *fields)).encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def verify(self, mac: str | None, kind: str, *fields: str) -> bool:
+        return mac is not None and hmac.compare_digest(mac, self.mac(kind, *fields))
 
 
 class SealError(Exception):
@@ -34,17 +72,7 @@ class Sealer:
 
     @classmethod
     def from_file(cls, path: Path) -> Sealer:
-        from ..config.secretfile import read_secret_file
-
-        needed = "every host needs the same secret there (e.g. from: openssl rand -base64 32)"
-        field = "[cluster] key_file"
-        secret = read_secret_file(path, field, needed, private=True).encode()
-        if len(secret) < MIN_SECRET_BYTES:
-            raise ConfigError(
-                f"{field}: {path} holds {len(secret)} bytes; use at least {MIN_SECRET_BYTES} "
-                "(e.g. openssl rand -base64 32)"
-            )
-        return cls(secret)
+        return cls(read_cluster_secret(path))
 
     def seal(self, plaintext: bytes, where: str) -> str:
         nonce = os.urandom(12)

@@ -214,7 +214,19 @@ class Store:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         self._point_live(name, final)
+        # Whatever put a certificate in service (an order, the fleet, an import): an order
+        # still kept for this name is stale now and must never be resumed.
+        try:
+            os.unlink(self.pending_order_path(name))
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise StoreError(describe(err, self.pending_order_path(name))) from err
         return final
+
+    def pending_order_path(self, name: str) -> Path:
+        """``orders/<name>.json``: see :mod:`agent.store.orders`."""
+        return self.root / "orders" / f"{name}.json"
 
     def _point_live(self, name: str, folder: Path) -> None:
         live_root = self.private_dir("live")

@@ -11,6 +11,7 @@ import logging
 import os
 from datetime import datetime
 
+from ..errors import StoreError
 from ..model import PendingOrder
 from .certs import Store
 from .files import write_file_atomic
@@ -23,7 +24,7 @@ REFUSALS = "_replaces.json"
 def load_pending(store: Store, name: str) -> PendingOrder | None:
     """The order ``name`` left unfinished, or None. A file that is not one is moved aside
     (``*.corrupt-<time>``), said once, and the next order starts afresh."""
-    path = store.root / "orders" / f"{name}.json"
+    path = store.pending_order_path(name)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -48,13 +49,23 @@ def load_pending(store: Store, name: str) -> PendingOrder | None:
 
 
 def _check_pem(pending: PendingOrder) -> None:
-    """The key and the CSR parse (ValueError otherwise): a resumed order uses both."""
+    """The key and the CSR parse and belong together: the CSR carries the key's public key
+    and exactly the order's names, and the key is of the order's type (ValueError else)."""
     from cryptography import x509
 
     from .. import keys
 
-    keys.load_key_pem(pending.key_pem)
-    x509.load_pem_x509_csr(pending.csr_pem)
+    key = keys.load_key_pem(pending.key_pem)
+    csr = x509.load_pem_x509_csr(pending.csr_pem)
+    if keys.key_type_of(key) != pending.key_type or not csr.is_signature_valid:
+        raise ValueError("the key is not of the order's type")
+    if not keys.public_key_matches_csr(csr, key):
+        raise ValueError("the CSR is for another key")
+    san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    if sorted(d.lower() for d in san.get_values_for_type(x509.DNSName)) != sorted(
+        d.lower() for d in pending.domains
+    ):
+        raise ValueError("the CSR is for other names")
 
 
 def save_pending(store: Store, pending: PendingOrder) -> None:
@@ -63,8 +74,16 @@ def save_pending(store: Store, pending: PendingOrder) -> None:
 
 
 def clear_pending(store: Store, name: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(store.root / "orders" / f"{name}.json")
+    """Forget the order kept for ``name`` (a failure to is said, never fatal: a stale order
+    is not resumed anyway once a newer certificate is in service)."""
+    path = store.pending_order_path(name)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        log.warning("%s: cannot remove the kept order (%s)", path, err.strerror,
+                    extra={"cert": name})  # fmt: skip
 
 
 def refuses_replaces(store: Store, directory: str, now: datetime) -> bool:
@@ -77,10 +96,14 @@ def refuses_replaces(store: Store, directory: str, now: datetime) -> bool:
 
 
 def remember_refusal(store: Store, directory: str, until: datetime) -> None:
+    """Best effort: if it cannot be written, the next renewal tries ``replaces`` again."""
     refusals = _refusals(store)
     refusals[directory] = until.isoformat()
-    folder = store.private_dir("orders")
-    write_file_atomic(folder / REFUSALS, json.dumps(refusals).encode(), 0o600)
+    try:
+        folder = store.private_dir("orders")
+        write_file_atomic(folder / REFUSALS, json.dumps(refusals).encode(), 0o600)
+    except (StoreError, OSError) as err:
+        log.warning("%s: cannot remember that the CA refused replaces: %s", directory, err)
 
 
 def _refusals(store: Store) -> dict[str, str]:
