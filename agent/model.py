@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 # Tokens are base64url (RFC 8555 section 8.3); anything else could escape a directory.
-TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
+TOKEN_RE = re.compile(r"\A[A-Za-z0-9_-]{16,256}\Z")  # \Z: "$" would let "x\n" through
 
 # RFC 5280 reason codes accepted by `revoke --reason`.
 REVOCATION_REASONS = {

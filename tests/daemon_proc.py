@@ -20,15 +20,18 @@ class DaemonProc:
         log: Path,
         env: dict[str, str] | None = None,
         new_session: bool = False,
+        cwd: Path | None = None,
+        python_flags: tuple[str, ...] = (),
     ) -> None:
         self.log = log
         self.handle = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "--config", str(config), "run"],
+            [sys.executable, *python_flags, "-m", "agent", "--config", str(config), "run"],
             stdout=self.handle,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
             start_new_session=new_session,  # its own process group, for killpg
+            cwd=cwd,
         )
 
     def text(self) -> str:

@@ -64,6 +64,7 @@ class Fault:
     payload: str = ""  # only requests whose JWS payload contains this
     problem: str = ""  # for kind "status": the ACME problem type
     until: float | None = None  # time.monotonic() after which the fault is off
+    headers: list[tuple[str, str]] = field(default_factory=list)  # kind "status": sent too
 
 
 @dataclass
@@ -250,7 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
             ctype = "application/problem+json"
         else:
             data, ctype = b"<html>502 Bad Gateway</html>", "text/html"
-        headers = [("Content-Type", ctype)]
+        headers = [("Content-Type", ctype), *fault.headers]
         if fault.retry_after is not None:
             headers.append(("Retry-After", fault.retry_after))
         self._send(fault.status, headers, data, method)

@@ -105,7 +105,7 @@ def test_uppercase_domain_is_normalised(tmp_path: Path) -> None:
 def test_world_writable_config_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
     path.chmod(0o666)
-    with pytest.raises(ConfigError, match="chmod o-w"):
+    with pytest.raises(ConfigError, match="chmod go-w"):
         load(path)
 
 

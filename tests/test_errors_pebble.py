@@ -103,4 +103,4 @@ def test_bad_usage_in_child_process(setup: Setup) -> None:
 
 def test_world_writable_eab_key_file_is_refused(setup: Setup) -> None:
     (setup.dir / "eab.key").chmod(0o666)
-    assert_clean(run(setup, "register"), 2, "writable by every user", "chmod 600")
+    assert_clean(run(setup, "register"), 2, "writable by group and others", "chmod go-w")

@@ -141,3 +141,164 @@ def test_a_lock_without_ttl_is_taken_over_after_the_lease(
     time.sleep(5.5)
     second = host.renew()
     assert second.returncode == 0 and "www: issued" in second.stdout, second.stderr
+
+
+# -- the CA's URLs ------------------------------------------------------------------------
+
+
+def test_a_redirect_of_a_signed_request_is_never_followed(
+    tmp_path: Path, pebble: LocalCA, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 307 from newOrder to a clear-text address would deliver the signed request there:
+    the agent follows no redirect of a signed request (a listener on that address proves
+    nothing reached it)."""
+    import socket
+
+    from tests.faultproxy import Fault, FaultProxy
+    from tests.test_imperfect_ca import through
+
+    with socket.socket() as trap:
+        trap.bind(("127.0.0.2", 0))
+        trap.listen()
+        trap.settimeout(0.5)
+        target = f"http://127.0.0.2:{trap.getsockname()[1]}/order-plz"
+        proxy = FaultProxy(tmp_path / "proxy", pebble.directory_url, pebble.ca_bundle).start()
+        try:
+            proxy.faults = [Fault("status", status=307, path="/order-plz", json=False,
+                                  headers=[("Location", target)])]  # fmt: skip
+            setup = through(tmp_path, pebble, proxy)
+            assert setup.renew() == 1
+        finally:
+            proxy.stop()
+        with pytest.raises(TimeoutError):
+            trap.accept()
+    err = capsys.readouterr().err
+    assert "signed requests are never redirected" in err and target in err
+
+
+def test_an_http_endpoint_in_the_directory_is_refused(
+    tmp_path: Path, pebble: LocalCA, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from tests.faultproxy import Fault, FaultProxy
+    from tests.test_imperfect_ca import through
+
+    def clear_text(body: bytes) -> bytes:
+        directory = json.loads(body)
+        directory["newOrder"] = "http://acme.invalid/new-order"
+        return json.dumps(directory).encode()
+
+    proxy = FaultProxy(tmp_path / "proxy", pebble.directory_url, pebble.ca_bundle).start()
+    try:
+        proxy.faults = [Fault("replace", path="/dir", method="GET", transform=clear_text)]
+        setup = through(tmp_path, pebble, proxy)
+        assert setup.renew() == 1
+    finally:
+        proxy.stop()
+    err = capsys.readouterr().err
+    assert "the CA names http://acme.invalid/new-order: only https:// URLs are used" in err
+
+
+# -- local files ---------------------------------------------------------------------------
+
+
+def test_a_planted_agent_package_in_the_working_directory_never_runs(
+    tmp_path: Path, pebble: LocalCA
+) -> None:
+    """The daemon started from a directory holding an ``agent/`` package (as the console
+    script or systemd start it, the daemon itself does not import from there): its renewal
+    worker must not import it either."""
+    from tests.conftest import cert_table, write_config
+
+    planted = tmp_path / "cwd"
+    (planted / "agent" / "cli").mkdir(parents=True)
+    marker = tmp_path / "planted-code-ran"
+    for init in ("agent/__init__.py", "agent/cli/__init__.py"):
+        (planted / init).write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    (planted / "agent" / "cli" / "worker.py").write_text(f"open({str(marker)!r}, 'w')\n")
+    setup = write_config(tmp_path, pebble, cert_table("p", "p.example.com"))
+    daemon = DaemonProc(setup.config, tmp_path / "daemon.log", cwd=planted, python_flags=("-P",))
+    try:
+        daemon.wait_for(r"p: installed serial", timeout=30)
+    finally:
+        assert daemon.stop() == 0
+    assert not marker.exists()
+
+
+def test_patterns_do_not_accept_a_trailing_newline(tmp_path: Path) -> None:
+    from agent.config import load
+    from agent.errors import ConfigError
+    from agent.model import TOKEN_RE
+
+    assert TOKEN_RE.match("A" * 43) and not TOKEN_RE.match("A" * 43 + "\n")
+    path = tmp_path / "agent.toml"  # (a domain is normalised: stripped and lower-cased)
+    path.write_text('[acme]\ndirectory = "https://ca/dir"\n[[certificate]]\n'
+                    'name = "www\\n"\ndomains = ["www.example.com"]\n')  # fmt: skip
+    with pytest.raises(ConfigError, match="name"):
+        load(path)
+
+
+NOBODY = 65534
+
+
+@pytest.mark.parametrize("how", ["group-writable", "foreign owner", "symlink to foreign"])
+def test_a_configuration_another_user_could_write_is_refused(
+    tmp_path: Path, pebble: LocalCA, how: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from agent.cli.main import main
+    from tests.conftest import cert_table, write_config
+
+    setup = write_config(tmp_path, pebble, cert_table("c", "c.example.com"))
+    config = setup.config
+    if how == "group-writable":  # root:www-data 0664, as a "shared" edit setup leaves it
+        os.chown(config, 0, 33)
+        config.chmod(0o664)
+        said = "is writable by its group (owner root, mode 0664)"
+    elif how == "foreign owner":
+        os.chown(config, NOBODY, NOBODY)
+        said = "is owned by another user (owner nobody"
+    else:
+        target = tmp_path / "theirs.toml"
+        target.write_text(config.read_text())
+        os.chown(target, NOBODY, NOBODY)
+        config = tmp_path / "link.toml"
+        config.symlink_to(target)
+        said = f"{target} is owned by another user"
+    assert main(["--config", str(config), "renew"]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "fix with:" in err and "Traceback" not in err
+    assert not setup.live("c").exists()
+
+
+def test_a_drop_in_another_user_wrote_into_an_open_certs_dir_is_that_certificates_fault(
+    tmp_path: Path, pebble: LocalCA, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """certs_dir 0777: a drop-in with a [deploy] hook written there by another user would
+    run as root. It is refused, that certificate only (the main file's one renews); the
+    sticky, root-owned /tmp above is fine."""
+    import json
+    import os
+    import sys
+
+    from agent.cli.main import main
+    from tests.conftest import cert_table, write_config
+
+    certs = tmp_path / "certs.d"
+    certs.mkdir()
+    certs.chmod(0o777)
+    ran = tmp_path / "hook-ran"
+    hook = json.dumps([sys.executable, "-c", f"open({str(ran)!r}, 'w')"])
+    evil = certs / "evil.toml"
+    evil.write_text(f'domains = ["evil.example.com"]\n[deploy]\nhook = {hook}\n')
+    os.chown(evil, NOBODY, NOBODY)
+    setup = write_config(tmp_path, pebble, cert_table("main", "main.example.com"))
+    setup.config.write_text(f'certs_dir = "{certs}"\n' + setup.config.read_text())
+    assert main(["--config", str(setup.config), "renew"]) == 1
+    err = capsys.readouterr().err
+    assert f"{certs} is writable by group and others (owner root, mode 0777)" in err
+    assert f"chmod go-w {certs}" in err
+    assert setup.live("main").exists() and not setup.live("evil").exists() and not ran.exists()
+    assert main(["--config", str(setup.config), "validate"]) != 0

@@ -129,7 +129,8 @@ class AcmeClient:
             self.poster.reset()
             try:
                 return step()
-            except (requests.RequestException, acme_errors.Error, ValueError, jose.Error) as err:
+            except (requests.RequestException, acme_errors.Error, ValueError, jose.Error,
+                    CAError) as err:  # fmt: skip
                 error = explain(err, during=during, subject=subject)
             status = self.poster.last_status
             error.http_status = status

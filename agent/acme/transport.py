@@ -12,6 +12,7 @@ It uses only the public API of ``requests``, ``josepy`` and ``acme`` (``jws.JWS.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import josepy as jose
 import requests
@@ -28,6 +30,7 @@ import urllib3
 from acme import errors as acme_errors
 from acme import jws, messages
 
+from ..errors import CAError
 from .deadline import DeadlineAdapter, bounded
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,8 @@ log = logging.getLogger(__name__)
 MAX_RESPONSE_BYTES = 1024 * 1024
 JOSE_CONTENT_TYPE = "application/jose+json"
 NONCE_HEADER = "Replay-Nonce"
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
 
 
 class ResponseTooLarge(acme_errors.ClientError):
@@ -221,7 +226,33 @@ class Poster:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Response:
-        """One HTTP exchange, the body read up to MAX_RESPONSE_BYTES (refused above)."""
+        """One HTTP exchange, the body read up to MAX_RESPONSE_BYTES (refused above). No
+        redirect is followed for a signed request; a GET or HEAD follows one only to the
+        same origin. Every URL is https:// (http:// only to a loopback address)."""
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._send_once(method, url, body, headers)
+            target = response.headers.get("Location") if response.status in REDIRECTS else None
+            if target is None:
+                return response
+            target = urljoin(url, target)
+            if method == "POST":
+                raise CAError(
+                    f"the CA answered the signed request to {url} with a redirect to {target}; "
+                    "signed requests are never redirected (check [acme] directory)",
+                    problem_type="unsafe-url",
+                )
+            if _origin(target) != _origin(url):
+                raise CAError(
+                    f"the CA redirected {url} to another origin ({target}); not followed",
+                    problem_type="unsafe-url",
+                )
+            url = target
+        raise CAError(f"{url}: more than {MAX_REDIRECTS} redirects", problem_type="unsafe-url")
+
+    def _send_once(
+        self, method: str, url: str, body: bytes | None, headers: dict[str, str] | None
+    ) -> Response:
+        require_safe_url(url)
         wait = self.hold_until - time.monotonic()
         if wait > 0:
             time.sleep(wait)
@@ -235,6 +266,7 @@ class Poster:
                     verify=self.verify,
                     timeout=self.timeout,
                     stream=True,
+                    allow_redirects=False,
                 )
                 try:
                     self._local.status = answer.status_code
@@ -259,6 +291,34 @@ class Poster:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc.lower()
+
+
+def require_safe_url(url: str) -> None:
+    """Every endpoint, Location and Link the CA gives must be https:// (http:// only to a
+    loopback address, for tests and a CA on this host): a directory that names an
+    http:// endpoint would otherwise get signed requests in clear text."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return
+    host = (parts.hostname or "").lower()
+    if parts.scheme == "http" and (host == "localhost" or _is_loopback(host)):
+        return
+    raise CAError(
+        f"the CA names {url}: only https:// URLs are used (http:// only on loopback); refusing it",
+        problem_type="unsafe-url",
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def signing_alg(key: jose.JWK) -> jose.JWASignature:

@@ -20,7 +20,7 @@ from ..errors import EXIT_FAILED, EXIT_OK, AgentError, ConfigError
 from ..store.certs import Store
 from ..store.files import write_file_atomic
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 @dataclass(frozen=True)

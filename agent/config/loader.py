@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ from .deploy import parse_deploy, parse_hooks
 from .listen import is_ip_address, parse_listen
 from .tomltable import Table as _Table
 from .tomltable import relative_to as _relative_to
+from .trust import check_trusted
 from .types import (
     DEFAULT_ISSUANCE_TIMEOUT,
     DEFAULT_KEY_TYPE,
@@ -40,8 +40,8 @@ from .types import (
 HTTP01_MODES = ("standalone", "webroot", "none")
 LOG_FORMATS = ("text", "json")
 # A certificate name becomes a directory name under live/ and archive/.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_LABEL_RE = re.compile(r"\A(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 
 
 def resolve_config_path(cli_value: str | None) -> Path:
@@ -58,10 +58,11 @@ class Sources:
     def __init__(self, files: Mapping[str, str] | None = None) -> None:
         self.snapshot = dict(files) if files is not None else None
         self.read: dict[str, str] = {}
+        self.trusted_dirs: set[str] = set()  # found trustworthy during this load
 
     def text(self, path: Path) -> str:
         if self.snapshot is None:
-            text = _read_file(path)
+            text = _read_file(path, self.trusted_dirs)
         elif str(path) in self.snapshot:
             text = self.snapshot[str(path)]
         else:
@@ -129,9 +130,9 @@ def load(path: Path, files: Mapping[str, str] | None = None) -> Config:
     )  # fmt: skip
 
 
-def _read_file(path: Path) -> str:
+def _read_file(path: Path, trusted_dirs: set[str]) -> str:
+    check_trusted(path, "configuration", trusted_dirs)
     try:
-        info = path.stat()
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
@@ -140,11 +141,6 @@ def _read_file(path: Path) -> str:
         ) from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
-    if info.st_mode & stat.S_IWOTH:
-        raise ConfigError(
-            f"{path}: is writable by every user, so anyone could change where keys go; "
-            f"fix with: chmod o-w {path}"
-        )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

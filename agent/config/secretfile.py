@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 from ..errors import ConfigError
+from .trust import check_trusted
 
 log = logging.getLogger(__name__)
 
@@ -15,14 +16,13 @@ log = logging.getLogger(__name__)
 def read_secret_file(path: Path, field: str, needed_for: str, *, private: bool = False) -> str:
     """The stripped content of ``path``. A file any user may write is refused; with
     ``private`` any group or other permission is refused, else world-readable warns."""
+    check_trusted(path, field)
     try:
         info = path.stat()
         text = path.read_text().strip()
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "not text"
         raise ConfigError(f"{field}: cannot read {path} ({reason}); {needed_for}") from None
-    if info.st_mode & stat.S_IWOTH:
-        raise ConfigError(f"{field}: {path} is writable by every user; fix with: chmod 600 {path}")
     if private and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(f"{field}: {path} is readable by others; fix with: chmod 600 {path}")
     if info.st_mode & stat.S_IROTH:

@@ -131,8 +131,10 @@ class Worker:
             if self._stopping:
                 return WorkerResult(0)
             try:
+                # -P: nothing is imported from the working directory (a planted agent/
+                # package there would run as root at the first renewal).
                 proc = self._proc = subprocess.Popen(
-                    [sys.executable, "-m", WORKER_MODULE], stdin=subprocess.PIPE,
+                    [sys.executable, "-P", "-m", WORKER_MODULE], stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE, env=env, start_new_session=True,
                 )  # fmt: skip
             except OSError as err:

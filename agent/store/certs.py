@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # imported lazily: a run with nothing due never loads cryptog
 
 FACTS = "facts.json"  # beside the PEM files of each issuance: see CertRecord
 PEM_FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
-_VERSION_RE = re.compile(r"^\d{4,}$")
+_VERSION_RE = re.compile(r"\A\d{4,}\Z")
 
 
 def _facts_of(name: str, chain: keys.IssuedChain, key_pem: bytes, account: str) -> bytes:
