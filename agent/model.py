@@ -249,6 +249,7 @@ class CertStatus:
     deployed: bool | None  # None: no deploy table
     revoked: bool = False  # the certificate in service was revoked
     config_error: str | None = None  # its file of certs_dir is in error: not renewed
+    damaged: str | None = None  # the live set is not what was installed (repaired next run)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)

@@ -117,8 +117,15 @@ def test_backoff_grows_caps_and_respects_time_left() -> None:
     assert backoff(1, far, 0.999) < timedelta(seconds=76)
     # Six-day certificate with 2 hours left: never wait more than a quarter of that.
     assert backoff(10, timedelta(hours=2), 0.5) == timedelta(minutes=30)
-    # Expired: keep trying (never give up), at the cap.
+    # Nothing known about the lifetime (no certificate yet): the plain exponential.
     assert backoff(10, timedelta(hours=-1), 0.5) == timedelta(hours=4)
+    # Expired, or under 1 % of the lifetime left: the most urgent, so at most 5 minutes
+    # (it used to say "retrying in 4h16m (-4s left)").
+    lifetime = timedelta(days=90)
+    assert backoff(10, timedelta(seconds=-4), 0.5, lifetime) == timedelta(minutes=5)
+    assert backoff(10, timedelta(hours=20), 0.5, lifetime) == timedelta(minutes=5)
+    assert backoff(10, timedelta(days=2), 0.5, lifetime) == timedelta(hours=4)
+    assert backoff(1, timedelta(seconds=-4), 0.5, lifetime) == timedelta(minutes=1)
     assert backoff(1, timedelta(seconds=1), 0.5) == timedelta(seconds=5)
 
 

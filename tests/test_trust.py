@@ -130,17 +130,58 @@ def test_a_planted_certificate_is_never_installed_and_a_huge_version_stops_nothi
     assert check.returncode == 0, check.stdout
 
 
-def test_a_lock_without_ttl_is_taken_over_after_the_lease(
+def test_a_forged_lock_is_taken_over_and_a_replayed_one_after_the_lease(
     tmp_path: Path, pebble: LocalCA, redis_server: RedisServer
 ) -> None:
+    from tests.test_cluster import cluster_settings
+
     host = make_host(tmp_path, pebble, redis_server, "a", pebble.http_port, ["www"], lease="5s")
-    attacker_redis(redis_server).set("fleet:lock:www", "1 evil-host 1 x")  # no TTL
+    attacker = attacker_redis(redis_server)
+    attacker.set("fleet:lock:www", "1 evil-host 1 x")  # no TTL, no MAC: taken over at once
     first = host.renew()
-    assert "evil-host is renewing it" in first.stdout
-    assert "without a sensible TTL" in first.stderr
+    assert first.returncode == 0 and "www: issued" in first.stdout, first.stderr
+    assert "held a lock no host of this cluster wrote" in first.stderr
+    # An authentic lock value seen earlier, written back without a TTL: it expires in
+    # `lease` and is taken over then.
+    from agent.fleet.cluster import Lease, RedisCluster
+
+    cluster = RedisCluster(cluster_settings(redis_server, tmp_path, key_prefix="fleet:"))
+    lease = cluster.acquire("www")
+    assert isinstance(lease, Lease)
+    value = lease.value
+    lease.release()
+    attacker.set("fleet:lock:www", value)
+    second = host.renew("--force")
+    assert "is renewing it" in second.stdout and "without a sensible TTL" in second.stderr
     time.sleep(5.5)
-    second = host.renew()
-    assert second.returncode == 0 and "www: issued" in second.stdout, second.stderr
+    third = host.renew("--force")
+    assert third.returncode == 0 and "www: issued" in third.stdout, third.stderr
+    attacker.set("fleet:fence", "not a number")  # a poisoned fence counter is repaired
+    fourth = host.renew("--force")
+    assert fourth.returncode == 0 and "www: issued" in fourth.stdout, fourth.stderr
+
+
+def test_poisoned_values_in_redis_are_refused_not_raised(
+    tmp_path: Path, pebble: LocalCA, redis_server: RedisServer
+) -> None:
+    """A non-hex MAC, bytes that are not UTF-8, a changed account URL, a forged
+    deactivation note: each is ignored with a line, never an exception, and the renewal
+    works."""
+    host = make_host(tmp_path, pebble, redis_server, "a", pebble.http_port, ["www"])
+    assert host.renew().returncode == 0
+    attacker = attacker_redis(redis_server)
+    raw = redis.Redis.from_url(redis_server.url, password=redis_server.password)
+    attacker.hset("fleet:cert:www", "mac", "\u00e9" * 64)
+    (key,) = attacker.keys("fleet:account:*")
+    uri = attacker.hget(key, "uri")
+    attacker.hset(key, "uri", "https://127.0.0.1:1/my-account/evil")
+    attacker.hset(key, "deactivated", uri)
+    raw.set("fleet:lock:api", b"\xff\xfe not utf-8")
+    result = host.renew("--force")
+    assert result.returncode == 0 and "www: issued" in result.stdout, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    account = host.store.load_account(pebble.directory_url)
+    assert account is not None and account.uri == uri  # the host kept its own account
 
 
 # -- the CA's URLs ------------------------------------------------------------------------
@@ -302,3 +343,96 @@ def test_a_drop_in_another_user_wrote_into_an_open_certs_dir_is_that_certificate
     assert f"chmod go-w {certs}" in err
     assert setup.live("main").exists() and not setup.live("evil").exists() and not ran.exists()
     assert main(["--config", str(setup.config), "validate"]) != 0
+
+
+ATTACKER = """
+import os, sys, time
+webroot, secret, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+end, n = time.monotonic() + seconds, 0
+while time.monotonic() < end:
+    for path in (os.path.join(webroot, ".well-known"),
+                 os.path.join(webroot, ".well-known", "acme-challenge")):
+        try:
+            os.rename(path, path + f".old-{n}")
+            os.symlink(secret, path)
+            n += 1
+        except OSError:
+            pass
+    time.sleep(0.0005)
+"""
+
+
+def test_the_webroot_owner_cannot_redirect_the_agents_writes(
+    tmp_path: Path, pebble: LocalCA, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The webroot belongs to www-data, who swaps ``.well-known`` (and what is below) for
+    links to a root-only folder in a tight loop while the agent renews: nothing is ever
+    written there or made readable, and every run ends with a clear outcome."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from agent.cli.main import main
+    from tests.conftest import cert_table, write_config
+
+    require_binary("setpriv", "util-linux")
+    webroot = Path(tempfile.mkdtemp(prefix="acme-agent-race-", dir="/tmp"))
+    secret = Path(tempfile.mkdtemp(prefix="acme-agent-secret-", dir="/tmp"))  # root, 0700
+    (secret / "shadow").write_text("root only\n")
+    (secret / "shadow").chmod(0o600)
+    os.chown(webroot, 33, 33)
+    webroot.chmod(0o755)
+    attacker = subprocess.Popen(
+        ["setpriv", "--reuid=33", "--regid=33", "--clear-groups", sys.executable, "-c",
+         ATTACKER, str(webroot), str(secret), "8"],
+    )  # fmt: skip
+    try:
+        http01 = f'mode = "webroot"\nwebroot = "{webroot}"\n'
+        setup = write_config(tmp_path, pebble, cert_table("r", "r.example.com"), http01=http01)
+        text = setup.config.read_text().replace("issuance_timeout = 30", "issuance_timeout = 2")
+        setup.config.write_text(text)
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            assert main(["--config", str(setup.config), "renew", "--force"]) in (0, 1)
+    finally:
+        attacker.wait(timeout=30)
+    try:
+        assert sorted(p.name for p in secret.iterdir()) == ["shadow"]
+        assert (secret / "shadow").stat().st_mode & 0o777 == 0o600
+        assert secret.stat().st_mode & 0o777 == 0o700
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert "is a symlink or not a folder; refusing to follow it" in err  # it did swap
+    finally:
+        shutil.rmtree(webroot, ignore_errors=True)
+        shutil.rmtree(secret, ignore_errors=True)
+
+
+def test_the_file_checked_is_the_file_read_through_symlinked_folders_and_dotdot(
+    tmp_path: Path, pebble: LocalCA, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/etc/acme-agent -> /opt/acme/etc with certs_dir = "../certs.d": the drop-ins read are
+    in /opt/acme/certs.d, and those are the ones checked (a textual normalisation checked
+    /etc/certs.d, found nothing, and read another user's drop-in)."""
+    import os
+
+    from agent.cli.main import main
+    from tests.conftest import cert_table, write_config
+
+    real = tmp_path / "opt" / "etc"
+    real.mkdir(parents=True)
+    (tmp_path / "opt" / "certs.d").mkdir()
+    evil = tmp_path / "opt" / "certs.d" / "evil.toml"
+    evil.write_text('domains = ["evil.example.com"]\n')
+    os.chown(evil, NOBODY, NOBODY)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "acme-agent").symlink_to(real)
+    setup = write_config(real, pebble, cert_table("main", "main.example.com"))
+    setup.config.write_text('certs_dir = "../certs.d"\n' + setup.config.read_text())
+    config = tmp_path / "etc" / "acme-agent" / "agent.toml"
+    assert main(["--config", str(config), "renew"]) == 1
+    err = capsys.readouterr().err
+    assert f"{evil} is owned by another user" in err
+    assert not (real / "state" / "live" / "evil").exists()

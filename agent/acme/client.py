@@ -67,7 +67,12 @@ def account_key_pem_new() -> jose.JWKEC:
 
 
 def load_account_key(pem: bytes) -> jose.JWK:
-    return jose.JWK.load(pem)
+    """An EC or RSA private key (ValueError else: josepy takes any other bytes for a
+    symmetric key, which cannot sign a request)."""
+    key = jose.JWK.load(pem)
+    if not isinstance(key, jose.JWKEC | jose.JWKRSA):
+        raise ValueError("not an EC or RSA private key")
+    return key
 
 
 class AcmeClient:

@@ -26,7 +26,8 @@ from ..defaults import CONFIG_ENV, DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR
 CACHE_NAME = "renew-cache.json"
 # State folders whose change can make a certificate due or its deployment pending.
 STATE_FOLDERS = ("live", "revoked", "deployed", "ari")
-FORMAT = 3
+FORMAT = 4
+LIVE_FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
 
 
 def cacheable(
@@ -130,6 +131,15 @@ def fingerprint(config: str, certs_dir: str | None, state_dir: str) -> list[Any]
             names = []
         entries += [[name, *_stat(os.path.join(certs_dir, name))] for name in names]
     entries += [_stat(os.path.join(state_dir, folder)) for folder in STATE_FOLDERS]
+    # The files in service (through the links): a deleted key, a truncated certificate
+    # or a removed archive makes the full command look, and repair.
+    live = os.path.join(state_dir, "live")
+    try:
+        names = sorted(e.name for e in os.scandir(live) if not e.name.startswith("."))
+    except OSError:
+        names = []
+    for name in names:
+        entries += [[name, *_stat(os.path.join(live, name, f))] for f in LIVE_FILES]
     return entries
 
 

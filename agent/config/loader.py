@@ -131,9 +131,9 @@ def load(path: Path, files: Mapping[str, str] | None = None) -> Config:
 
 
 def _read_file(path: Path, trusted_dirs: set[str]) -> str:
-    check_trusted(path, "configuration", trusted_dirs)
+    checked = check_trusted(path, "configuration", trusted_dirs)
     try:
-        raw = path.read_bytes()
+        raw = checked.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no such configuration file (pass --config PATH or set {CONFIG_ENV}; "

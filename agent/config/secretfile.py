@@ -16,10 +16,10 @@ log = logging.getLogger(__name__)
 def read_secret_file(path: Path, field: str, needed_for: str, *, private: bool = False) -> str:
     """The stripped content of ``path``. A file any user may write is refused; with
     ``private`` any group or other permission is refused, else world-readable warns."""
-    check_trusted(path, field)
+    checked = check_trusted(path, field)
     try:
-        info = path.stat()
-        text = path.read_text().strip()
+        info = checked.stat()
+        text = checked.read_text().strip()
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "not text"
         raise ConfigError(f"{field}: cannot read {path} ({reason}); {needed_for}") from None

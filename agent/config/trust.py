@@ -20,32 +20,38 @@ from ..errors import ConfigError
 _WRITABLE = stat.S_IWGRP | stat.S_IWOTH
 
 
-def check_trusted(path: Path, what: str, checked: set[str] | None = None) -> None:
-    """Raise :class:`ConfigError` (naming ``what``, the path, the owner and mode found and
-    the command that fixes it) unless ``path`` could only have been written by root or by
-    this process's user. ``checked``: directories already found fine (saves stats)."""
+def check_trusted(path: Path, what: str, checked: set[str] | None = None) -> Path:
+    """The file ``path`` names, symlinks resolved, once it and every directory above it
+    (and the link itself, and the directories above the link) could only have been
+    written by root or this process's user; read *that* path, not ``path``. Raises
+    :class:`ConfigError` naming ``what``, the path, the owner and mode found and the
+    command that fixes it. ``checked``: directories already found fine (saves stats)."""
     checked = checked if checked is not None else set()
     trusted = {0, os.geteuid()}
-    given = Path(os.path.abspath(path))
     try:
+        # The link's own folder, symlinks and ".." resolved by the kernel's rules (a
+        # textual normalisation would look at another file than the one read).
+        folder = Path(path).parent.resolve(strict=True)
+        given = folder / Path(path).name
         link = os.lstat(given)
         resolved = given.resolve(strict=True)
         info = os.stat(resolved)
     except OSError:
-        return  # missing or unreadable: the caller's own read says so
+        return Path(path)  # missing or unreadable: the caller's own read says so
     if stat.S_ISLNK(link.st_mode) and link.st_uid not in trusted:
         raise _untrusted(what, given, link, "is a symlink owned by another user",
                          f"rm {given} (and link it as root)")  # fmt: skip
-    for folder in (*reversed(given.parents), *reversed(resolved.parents)):  # from / down
-        if str(folder) in checked:
+    for parent in (*reversed(given.parents), *reversed(resolved.parents)):  # from / down
+        if str(parent) in checked:
             continue
         try:
-            folder_info = os.stat(folder)
+            parent_info = os.stat(parent)
         except OSError:
             continue
-        _check_one(what, folder, folder_info, trusted)
-        checked.add(str(folder))
+        _check_one(what, parent, parent_info, trusted)
+        checked.add(str(parent))
     _check_one(what, resolved, info, trusted)
+    return resolved
 
 
 def _check_one(what: str, path: Path, info: os.stat_result, trusted: set[int]) -> None:

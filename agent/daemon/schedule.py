@@ -33,7 +33,7 @@ from ..model import CertRecord, facts
 from ..policy.backoff import BACKOFF_SHARE_OF_TIME_LEFT, backoff
 from ..policy.renewal import failure_log_level
 from ..policy.retry_after import MAX_RETRY_AFTER
-from ..store import ari
+from ..store import ari, integrity
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class Schedule:
         self._job_ids = itertools.count(1)
         self._bulk = False  # schedule_all: arm the job once, at the end
         self._ari_asked: dict[str, str] = {}
+        self._suspected: dict[str, str] = {}  # name -> the damage a worker was sent for
         self._plan_log_level = logging.INFO
         self.evaluated = time.monotonic()  # when the schedule was last looked at
         self.scheduler = BackgroundScheduler(
@@ -173,7 +174,12 @@ class Schedule:
             self.schedule_retry(cert, str(err))
             return
         when = plan.next_time or now
-        if plan.ari is not None and plan.ari.supported and plan.ari.next_check < when:
+        damage = integrity.suspect(self.planner.store, cert.name)
+        if damage is not None and self._suspected.get(cert.name) != damage:
+            self._suspected[cert.name] = damage  # once per damage: no loop if it stays
+            log.warning("%s: %s; a worker checks and repairs it now", cert.name, damage)
+            when = now
+        elif plan.ari is not None and plan.ari.supported and plan.ari.next_check < when:
             when = plan.ari.next_check  # a worker run refreshes the CA's renewal information
         elif record is not None and plan.ari is None and self._ari_unknown(record, now):
             when = now
@@ -201,7 +207,8 @@ class Schedule:
         now = datetime.now(UTC)
         current = facts(self.planner.store.record(cert.name))
         time_left = current.not_after - now if current else timedelta(0)
-        delay = backoff(state.failures, time_left, random.random())
+        delay = backoff(state.failures, time_left, random.random(),
+                        current.lifetime if current else None)  # fmt: skip
         if retry_after is not None:  # not before the CA's Retry-After (bounded at parse) ...
             asked = timedelta(seconds=min(retry_after, MAX_RETRY_AFTER))
             if time_left > timedelta(0):  # ... unless the certificate cannot wait that long
@@ -209,9 +216,14 @@ class Schedule:
             delay = max(delay, asked)
             state.not_before = now + asked
         level = failure_log_level(current, now)
-        log.log(level, "%s: attempt %d failed; retrying in %s (%s left on the certificate "
-                "in service)", cert.name, state.failures, human(delay),
-                human(time_left) if current else "no certificate")  # fmt: skip
+        if current is None:
+            left = "no certificate in service yet"
+        elif time_left <= timedelta(0):
+            left = f"the certificate in service expired {human(-time_left)} ago"
+        else:
+            left = f"{human(time_left)} left on the certificate in service"
+        log.log(level, "%s: attempt %d failed; retrying in %s (%s)", cert.name, state.failures,
+                human(delay), left)  # fmt: skip
         self.schedule(cert.name, now + delay)
 
     def succeeded(self, cert: CertificateConfig) -> None:

@@ -31,7 +31,7 @@ from ..errors import AgentError, ConfigError
 from ..http01.responder import remove_handed_over_tokens
 from ..model import Outcome, Status
 from ..store.attempts import load_attempt
-from ..store.certs import Store
+from ..store.certs import Store, local_thumbprint
 from . import sdnotify
 from .reload import keep_previous_definitions
 from .schedule import Schedule
@@ -102,8 +102,9 @@ class Daemon:
 
         tokens_dir = self.store.private_dir("http01")
         # In a cluster it also answers the tokens other hosts published in Redis.
-        directory = config.acme.directory
-        fallback = self._cluster.token_answerer(directory) if self._cluster is not None else None
+        thumbprint = local_thumbprint(self.store, config.acme.directory)
+        fallback = (self._cluster.token_answerer(config.acme.directory, thumbprint)
+                    if self._cluster is not None else None)  # fmt: skip
         http01 = config.http01
         responder = Responder(http01.listen_host, http01.listen_port, tokens_dir, fallback)
         try:

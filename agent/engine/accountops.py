@@ -71,8 +71,10 @@ def rollover(config: Config) -> str:
             f"({err.strerror}); move private_key.pem.next over private_key.pem by hand"
         ) from None
     if cluster is not None:  # the other hosts take the new key from Redis
-        cluster.store_account(config.acme.directory, keys.key_to_pem(new.key),
-                              str(client.account_uri), thumbprint(new))  # fmt: skip
+        generation = cluster.store_account(config.acme.directory, keys.key_to_pem(new.key),
+                                           str(client.account_uri), thumbprint(new))  # fmt: skip
+        store.save_account(config.acme.directory, str(client.account_uri), thumbprint(new),
+                           generation)  # fmt: skip
     return str(client.account_uri)
 
 

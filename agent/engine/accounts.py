@@ -39,7 +39,7 @@ def _open_shared(acme: AcmeConfig, store: Store, cluster: RedisCluster) -> AcmeC
     directory = acme.directory
     _drop_deactivated(store, cluster, directory)
     if _take_shared(store, cluster, directory):
-        return _with_thumbprint(_open_local(acme, store), cluster)
+        return _open_local(acme, store)
     lock = "_account-" + cluster.account_key(directory).rsplit(":", 1)[-1]
     with cluster.holding(lock, wait=cluster.settings.lease_seconds + acme.issuance_timeout) as held:
         if not isinstance(held, Lease):
@@ -47,11 +47,15 @@ def _open_shared(acme: AcmeConfig, store: Store, cluster: RedisCluster) -> AcmeC
                 f"{held.node} is still registering the shared ACME account; will retry"
             )
         if _take_shared(store, cluster, directory):  # registered while we waited
-            return _with_thumbprint(_open_local(acme, store), cluster)
-        client = _open_local(acme, store)  # our stored account, or a new one (EAB, once)
+            return _open_local(acme, store)
+        # Our stored account (also one the cluster has in an older or unauthenticated
+        # form: migrated from this host's copy, never from Redis), or a new one (EAB, once).
+        client = _open_local(acme, store)
         stored = store.load_account(directory)
         assert stored is not None
-        cluster.store_account(directory, stored.key_pem, stored.uri, thumbprint(client.key))
+        print_ = thumbprint(client.key)
+        generation = cluster.store_account(directory, stored.key_pem, stored.uri, print_)
+        store.save_account(directory, stored.uri, print_, generation)
         log.info("ACME account %s shared with the cluster", stored.uri)
         return client
 
@@ -60,16 +64,6 @@ def thumbprint(key: jose.JWK) -> str:
     """RFC 7638, base64url: what every other ACME tool prints, and what the fleet's
     responders answer HTTP-01 tokens with."""
     return jose.b64encode(key.thumbprint()).decode()
-
-
-def _with_thumbprint(client: AcmeClient, cluster: RedisCluster) -> AcmeClient:
-    """A shared account written before thumbprints were kept (or with a record whose MAC
-    fails) gets its authenticated thumbprint now: the other hosts' responders need it."""
-    directory = client.directory_url
-    if cluster.account_thumbprint(directory) != thumbprint(client.key):
-        cluster.store_account(directory, keys.key_to_pem(client.key.key), str(client.account_uri),
-                              thumbprint(client.key))  # fmt: skip
-    return client
 
 
 def _drop_deactivated(store: Store, cluster: RedisCluster, directory: str) -> None:
@@ -89,16 +83,26 @@ def set_aside(store: Store, directory: str) -> None:
 
 
 def _take_shared(store: Store, cluster: RedisCluster, directory: str) -> bool:
-    """Make the cluster's account this host's; False when the cluster has none yet."""
+    """Make the cluster's account this host's; False when the cluster has none yet (or
+    none that a host of the cluster wrote). A record older than this host's copy (a replay
+    of one from before a rollover) is refused: this host keeps its newer copy."""
     shared = cluster.load_account(directory)
     if shared is None:
         return False
-    key_pem, uri = shared
     local = store.load_account(directory)
-    if local is None or local.uri != uri or local.key_pem != key_pem:
-        store.save_account_key(directory, key_pem)
-        store.save_account(directory, uri)
-        log.info("using the cluster's ACME account %s", uri)
+    if local is not None and local.generation > shared.generation:
+        log.warning("the cluster's ACME account record is older than this host's copy "
+                    "(generation %d < %d: replayed?); this host keeps its own",
+                    shared.generation, local.generation)  # fmt: skip
+        return True
+    if thumbprint(_load_key(shared.key_pem, store, directory)) != shared.thumbprint:
+        raise ClusterError("the cluster's ACME account record names a thumbprint that is not "
+                           "its key's; not used")  # fmt: skip
+    if local is None or (local.uri, local.key_pem, local.generation) != (
+        shared.uri, shared.key_pem, shared.generation):  # fmt: skip
+        store.save_account_key(directory, shared.key_pem)
+        store.save_account(directory, shared.uri, shared.thumbprint, shared.generation)
+        log.info("using the cluster's ACME account %s", shared.uri)
     return True
 
 
@@ -145,8 +149,10 @@ def stored_client(
     if cluster is not None:  # the fleet's word first: another host may have rolled it over
         if stored is not None and cluster.deactivated_account(acme.directory) == stored.uri:
             return None  # deactivated by another host (this copy is set aside at next run)
-        if shared := cluster.load_account(acme.directory):
-            stored = StoredAccount(uri=shared[1], key_pem=shared[0])
+        shared = cluster.load_account(acme.directory)
+        if shared is not None and (stored is None or shared.generation >= stored.generation):
+            stored = StoredAccount(shared.uri, shared.key_pem, shared.thumbprint,
+                                   shared.generation)  # fmt: skip
     if stored is None:
         return None
     key_pem, uri = stored.key_pem, stored.uri
@@ -182,11 +188,12 @@ def _find_existing(client: AcmeClient) -> str | None:
 def _load_key(pem: bytes, store: Store, directory: str) -> jose.JWK:
     try:
         return load_account_key(pem)
-    except (ValueError, TypeError):
+    except Exception:  # any damage (josepy asserts on some): untrusted input
         folder = store.account_dir(directory)
         raise AccountError(
-            f"{folder}/private_key.pem: not a readable private key; move the folder away and "
-            "register again"
+            f"{folder}/private_key.pem: not a readable private key; restore it from a backup, "
+            f"or move {folder} away and run 'acme-agent register' (a new account: fresh EAB "
+            "credentials where the CA asks for them)"
         ) from None
 
 

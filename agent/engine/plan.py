@@ -7,12 +7,14 @@ renewer passes ``refresh``), so planning never loads the protocol stack by itsel
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from ..config.types import CertificateConfig
-from ..model import AriState, CertRecord, Outcome, Plan, Status, facts
+from ..model import AriState, CertFacts, CertRecord, Outcome, Plan, Status, facts
 from ..policy import renewal
 from ..store import ari
 from ..store.attempts import revoked_serial
@@ -20,6 +22,8 @@ from ..store.certs import Store
 
 # Jitter differs between hosts (and certificates) but is stable across runs.
 HOST = socket.gethostname()
+log = logging.getLogger(__name__)
+_WARNED: set[tuple[str, datetime]] = set()  # (name, not_after): a warning once per process
 
 # (certificate, record in service, now) -> fresh renewal information, or None (unknown).
 AriRefresh = Callable[[CertificateConfig, CertRecord, datetime], AriState | None]
@@ -67,7 +71,16 @@ class Planner:
         when, why = renewal.next_renewal(
             current_facts, renew_before=cert.renew_before, ari=window, rand=rand
         )
+        self._warn_unfit(cert, current_facts)
         return Plan(None, when, why, ari_state)
+
+    def _warn_unfit(self, cert: CertificateConfig, current: CertFacts) -> None:
+        _, note = renewal.fit_renew_before(cert.renew_before, current.lifetime)
+        key = (cert.name, current.not_after)
+        if note is not None and key not in _WARNED:
+            _WARNED.add(key)
+            log.warning("%s: %s (%s)", cert.name, note, cert.field("renew_before"),
+                        extra={"cert": cert.name})  # fmt: skip
 
     def _ari_state(
         self, cert: CertificateConfig, current: CertRecord, now: datetime, offline: bool
@@ -111,3 +124,41 @@ class Planner:
     def unchanged_now(self, cert: CertificateConfig, current: CertRecord | None) -> Outcome | None:
         """The "unchanged" outcome when ``cert`` (``current`` in service) is not due now."""
         return self.unchanged(cert, current, self.plan(cert, current))
+
+    def held_back(
+        self, cert: CertificateConfig, current: CertRecord | None, plan: Plan
+    ) -> Outcome | None:
+        """A failure instead of an order when ``cert`` is due again too soon after its last
+        issuance (see :func:`renewal.min_order_interval`); None when it may be ordered.
+        Missing, changed and revoked certificates are never held back, nor forced ones
+        (the caller does not ask)."""
+        if current is None or plan.reason is None or plan.why == "revoked":
+            return None
+        if "changed" in plan.reason:
+            return None
+        folder = self.store.live_folder(cert.name)
+        try:
+            last = datetime.fromtimestamp(os.stat(folder).st_mtime, UTC) if folder else None
+        except OSError:
+            return None
+        spacing = renewal.min_order_interval(current.not_after - current.not_before)
+        now = self.clock()
+        if last is None or now - last >= spacing:
+            return None
+        wait = last + spacing - now
+        detail = (
+            f"due again {_span(now - last)} after the last issuance ({plan.reason}); no new "
+            f"order for {_span(wait)} (at most one per {_span(spacing)}): check renew_before "
+            "and this host's clock, or order now with renew --force"
+        )
+        log.warning("%s: %s", cert.name, detail, extra={"cert": cert.name,
+                                                        "error_type": "too-soon"})  # fmt: skip
+        return Outcome(cert.name, Status.FAILED, detail, retry_after=wait.total_seconds(),
+                       error_type="too-soon")  # fmt: skip
+
+
+def _span(delta: timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60}m"
+    return f"{seconds // 60}m{seconds % 60}s" if seconds >= 60 else f"{seconds}s"

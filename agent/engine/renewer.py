@@ -179,10 +179,30 @@ class Renewer:
                 pool.shutdown(wait=True, cancel_futures=True)
         return {cert.name: done[cert.name] for cert in certs}
 
+    def _verify_live(self, name: str) -> None:
+        """The live set is what was installed, or is repaired from the archive now."""
+        from ..store.integrity import verify
+
+        repair = verify(self.store, name)
+        if repair is None:
+            return
+        if repair.version is not None:
+            log.warning("%s: the certificate in service was damaged (%s); restored version %s "
+                        "from the archive (no new order)", name, repair.damage, repair.version,
+                        extra={"cert": name, "error_type": "damaged"})  # fmt: skip
+        else:
+            log.error("%s: the certificate in service was damaged (%s) and no archive version is "
+                      "intact; ordering a new one", name, repair.damage,
+                      extra={"cert": name, "error_type": "damaged"})  # fmt: skip
+
     def _not_due(self, cert: CertificateConfig) -> Outcome | bool:
         """The "unchanged" outcome of a certificate that is not due; True when it is due;
         False at any doubt (the full path decides and reports)."""
+        from ..store.integrity import suspect
+
         try:
+            if suspect(self.store, cert.name) is not None:
+                return False  # the full path checks it and repairs it
             current = self.store.record(cert.name)
             if current is None or self.claims.differs(cert.name, current):
                 return False  # nothing here yet, or another version in the fleet
@@ -209,6 +229,8 @@ class Renewer:
 
     def _process(self, cert: CertificateConfig, run: RunContext, force: bool, due: bool) -> Outcome:
         try:
+            if not self.dry_run:
+                self._verify_live(cert.name)
             adopted = self.claims.adopt(cert)
             if not (force or due):  # the common case, nothing due: decided without a lock
                 unchanged = self.planner.unchanged_now(cert, self.store.record(cert.name))
@@ -237,6 +259,8 @@ class Renewer:
         plan = self.planner.plan(cert, current, force=force)
         if (unchanged := self.planner.unchanged(cert, current, plan)) is not None:
             return unchanged
+        if not (force or self.dry_run) and (held := self.planner.held_back(cert, current, plan)):
+            return held  # due again too soon: a loop in the making, not an order
         log.info("%s: obtaining a certificate for %s (%s)", cert.name, ", ".join(cert.domains),
                  plan.reason, extra={"cert": cert.name, "domains": list(cert.domains)})  # fmt: skip
         if not self.dry_run:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from ..config.types import Config
 from ..http01.solvers import NoSolver, StandaloneSession, StandaloneSolver, WebrootSolver
 from ..model import Solver
+from ..store.certs import Store, local_thumbprint
 from .backend import CertBackend
 
 
@@ -27,6 +28,12 @@ def _local_solver_factory(config: Config, backend: CertBackend) -> Callable[[], 
         return NoSolver
     tokens_dir = config.state_dir / "http01"
     cluster = backend.cluster
-    fallback = cluster.token_answerer(config.acme.directory) if cluster is not None else None
+    directory = config.acme.directory
+    store = Store(config.state_dir)
+    fallback = (
+        cluster.token_answerer(directory, local_thumbprint(store, directory))
+        if cluster is not None
+        else None
+    )
     session = StandaloneSession(http01.listen_host, http01.listen_port, tokens_dir, fallback)
     return lambda: StandaloneSolver(session)

@@ -12,6 +12,7 @@ from ..model import CertRecord, CertStatus
 from ..policy.check import human
 from ..store.attempts import load_attempt
 from ..store.certs import Store
+from ..store.integrity import inspect
 from .plan import Planner
 
 
@@ -56,6 +57,7 @@ def _status(
     next_renewal: str | None, why: str, deployed: bool | None, revoked: bool = False,
 ) -> CertStatus:  # fmt: skip
     attempt = load_attempt(store, name)
+    damaged = inspect(store, name)
     last = {
         "last_attempt": attempt.at if attempt else None,
         "last_result": attempt.result if attempt else None,
@@ -66,7 +68,7 @@ def _status(
         return CertStatus(
             name, domains, **empty, seconds_left=None, lifetime_seconds=None,
             next_renewal=next_renewal or now.isoformat(), next_renewal_reason=why, **last,
-            deployed=deployed,
+            deployed=deployed, damaged=damaged,
         )  # fmt: skip
     c = current
     return CertStatus(
@@ -84,6 +86,7 @@ def _status(
         **last,
         deployed=deployed,
         revoked=revoked,
+        damaged=damaged,
     )
 
 
@@ -98,6 +101,8 @@ def table(statuses: list[CertStatus]) -> str:
             last = f"not renewed: configuration error: {s.config_error}"
         if s.deployed is False:
             last += " (issued, not deployed)"
+        if s.damaged:
+            last = f"DAMAGED: {s.damaged} (the next renew repairs it)"
         rows.append((
             s.name, ",".join(s.domains), s.key_type or "-",
             _short_issuer(s.issuer), (s.not_after or "-")[:16].replace("T", " "),

@@ -8,17 +8,32 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..config.cluster import ClusterConfig
 from ..errors import AgentError
+from ..model import Challenge
 from .sealing import Authenticator, Sealer, SealError
 
 log = logging.getLogger(__name__)
 
 # The responder looks the shared account's thumbprint up again after this long.
 THUMBPRINT_CACHE = 30.0
+# Unanswered HTTP-01 tokens disappear on their own after this long (at least).
+TOKEN_TTL_MIN = 600
+
+
+@dataclass(frozen=True)
+class SharedAccountRecord:
+    key_pem: bytes
+    uri: str
+    thumbprint: str
+    generation: int
+
+
+_WARNED: dict[str, str | None] = {}  # Redis key -> the MAC last warned about
 
 
 class SharedAccount:
@@ -41,64 +56,107 @@ class SharedAccount:
     def account_key(self, directory: str) -> str:
         return self.prefix + "account:" + hashlib.sha256(directory.encode()).hexdigest()[:16]
 
-    def load_account(self, directory: str) -> tuple[bytes, str] | None:
-        """The shared account's (key PEM, URL) for this CA, or None."""
+    def load_account(self, directory: str) -> SharedAccountRecord | None:
+        """The shared account for this CA, when a host of this cluster wrote it (its key
+        sealed, its URL, thumbprint and generation under the cluster's MAC); else None,
+        said once: a record someone else wrote is never used."""
         where = self.account_key(directory)
         data = self.call(lambda r: r.hgetall(where))
         if not data or "uri" not in data or "key" not in data:
             return None
+        fields = self._account_fields(directory, data)
+        if not self.auth.verify(data.get("mac"), "account", *fields):
+            if _WARNED.get(where) != data.get("mac"):
+                _WARNED[where] = data.get("mac")
+                log.warning("Redis key %s: the shared ACME account does not carry a valid MAC of "
+                            "this cluster (written by something else, or by an older version); "
+                            "not used", where)  # fmt: skip
+            return None
         try:
-            return self.sealer.open(data["key"], where.removeprefix(self.prefix)), data["uri"]
+            key_pem = self.sealer.open(data["key"], where.removeprefix(self.prefix))
         except SealError as err:
             raise AgentError(f"the shared ACME account: {err}") from None
+        return SharedAccountRecord(key_pem, data["uri"], data["thumbprint"],
+                                   int(data["generation"]))  # fmt: skip
+
+    def _account_fields(self, directory: str, data: dict[str, str]) -> tuple[str, ...]:
+        return (self.prefix, directory, data.get("uri", ""), data.get("thumbprint", ""),
+                data.get("key", ""), data.get("generation", ""))  # fmt: skip
 
     def deactivated_account(self, directory: str) -> str | None:
-        """The URL of the shared account a host deactivated (its copies must go), or None."""
-        value = self.call(lambda r: r.hget(self.account_key(directory), "deactivated"))
-        return str(value) if value else None
+        """The URL of the shared account a host deactivated (its copies must go), or None;
+        only a note a host of this cluster wrote counts."""
+        data = self.call(lambda r: r.hgetall(self.account_key(directory)))
+        uri = data.get("deactivated") if data else None
+        mac = data.get("deactivated_mac") if data else None
+        if uri and self.auth.verify(mac, "deactivated", self.prefix, directory, uri):
+            return str(uri)
+        return None
 
     def forget_account(self, directory: str, uri: str) -> None:
         """After deactivation: no key left in Redis, and a note for the other hosts."""
         where = self.account_key(directory)
+        mac = self.auth.mac("deactivated", self.prefix, directory, uri)
 
         def replace(r: Any) -> None:
             pipe = r.pipeline(transaction=True)
             pipe.delete(where)
-            pipe.hset(where, mapping={"deactivated": uri, "node": self.settings.node_name})
+            pipe.hset(where, mapping={"deactivated": uri, "deactivated_mac": mac,
+                                      "node": self.settings.node_name})  # fmt: skip
             pipe.execute()
 
         self.call(replace)
 
-    def store_account(self, directory: str, key_pem: bytes, uri: str, thumbprint: str) -> None:
-        """The shared account: its key sealed, its URL and RFC 7638 thumbprint under a MAC
-        (the responders answer challenges with that thumbprint only)."""
+    def store_account(self, directory: str, key_pem: bytes, uri: str, thumbprint: str) -> int:
+        """The shared account: its key sealed, its URL, RFC 7638 thumbprint and generation
+        (nanoseconds of the write: a replayed older record is refused by hosts that know a
+        newer one) under a MAC. The responders answer challenges with that thumbprint only.
+        Returns the generation."""
         where = self.account_key(directory)
         sealed = self.sealer.seal(key_pem, where.removeprefix(self.prefix))
-        mac = self.auth.mac("account", directory, uri, thumbprint, sealed)
-        mapping = {"uri": uri, "key": sealed, "directory": directory, "thumbprint": thumbprint,
-                   "mac": mac, "node": self.settings.node_name}  # fmt: skip
-        self.call(lambda r: r.hset(where, mapping=mapping))
+        data = {"uri": uri, "key": sealed, "directory": directory, "thumbprint": thumbprint,
+                "generation": str(time.time_ns()), "node": self.settings.node_name}  # fmt: skip
+        data["mac"] = self.auth.mac("account", *self._account_fields(directory, data))
 
-    def account_thumbprint(self, directory: str) -> str | None:
-        """The shared account's thumbprint, when a host of this cluster wrote it."""
+        def replace(r: Any) -> None:
+            pipe = r.pipeline(transaction=True)
+            pipe.delete(where)  # no field of an older record survives
+            pipe.hset(where, mapping=data)
+            pipe.execute()
+
+        self.call(replace)
+        return int(data["generation"])
+
+    def account_thumbprint(self, directory: str) -> tuple[str, int] | None:
+        """The shared account's (thumbprint, generation), when a host of this cluster wrote
+        it."""
         data = self.call(lambda r: r.hgetall(self.account_key(directory)))
-        fields = (directory, data.get("uri", ""), data.get("thumbprint", ""), data.get("key", ""))
-        if data.get("thumbprint") and self.auth.verify(data.get("mac"), "account", *fields):
-            return str(data["thumbprint"])
-        return None
+        if not data or not data.get("thumbprint"):
+            return None
+        if not self.auth.verify(data.get("mac"), "account", *self._account_fields(directory, data)):
+            return None
+        try:
+            return str(data["thumbprint"]), int(data["generation"])
+        except (KeyError, ValueError):
+            return None
 
-    def token_answerer(self, directory: str) -> Callable[[str], str | None]:
+    def token_answerer(
+        self, directory: str, local: Callable[[], tuple[str, int] | None] = lambda: None
+    ) -> Callable[[str], str | None]:
         """For the responder: the key authorization of a token another host published.
         Redis only says *which* tokens are pending; the answer is computed here from the
-        shared account's thumbprint (authenticated with the cluster key), so whoever can
-        write to Redis cannot have this fleet answer a challenge of another account."""
+        fleet account's thumbprint: the one this host keeps (``local``: thumbprint and
+        generation from state_dir), or the one in Redis under the cluster's MAC when it is
+        newer (a rollover on another host). Whoever can write to Redis cannot have this
+        fleet answer a challenge of another account, nor bring back a rolled-over key."""
         cached: list[tuple[float, str | None]] = []
 
         def thumbprint() -> str | None:
             if not cached or cached[0][0] < time.monotonic():
-                cached[:] = [
-                    (time.monotonic() + THUMBPRINT_CACHE, self.account_thumbprint(directory))
-                ]
+                mine, shared = local(), self.account_thumbprint(directory)
+                best = max((t for t in (mine, shared) if t is not None), key=lambda t: t[1],
+                           default=None)  # fmt: skip
+                cached[:] = [(time.monotonic() + THUMBPRINT_CACHE, best[0] if best else None)]
             return cached[0][1]
 
         def answer(token: str) -> str | None:
@@ -110,10 +168,27 @@ class SharedAccount:
                 return None
             if pending and known is None:
                 log.warning(
-                    "HTTP-01 token %s is pending in Redis, but the cluster's ACME account "
-                    "has no authenticated thumbprint there yet; not answered",
+                    "HTTP-01 token %s is pending in Redis, but no authenticated "
+                    "thumbprint of the fleet's account is known; not answered",
                     token,
                 )
             return f"{token}.{known}" if pending and known else None
 
         return answer
+
+    def publish_tokens(self, challenges: Sequence[Challenge], ttl: float) -> None:
+        seconds = max(TOKEN_TTL_MIN, int(ttl))
+
+        def write(r: Any) -> None:
+            pipe = r.pipeline(transaction=False)
+            for challenge in challenges:
+                pipe.set(self.prefix + "http01:" + challenge.token,
+                         challenge.key_authorization, ex=seconds)  # fmt: skip
+            pipe.execute()
+
+        self.call(write)
+
+    def remove_tokens(self, challenges: Sequence[Challenge]) -> None:
+        if challenges:
+            keys = [self.prefix + "http01:" + c.token for c in challenges]
+            self.call(lambda r: r.delete(*keys))

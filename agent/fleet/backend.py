@@ -21,7 +21,7 @@ from ..config.types import CertificateConfig
 from ..errors import AgentError
 from ..model import CertRecord, Holder, Outcome, Solver, Status
 from ..store.certs import Store
-from .cluster import ClusterError, Lease, LeaseLost, RedisCluster
+from .cluster import ClusterError, Lease, RedisCluster
 from .solver import SharedSolver
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,8 @@ class FleetClaim:
             self.cluster.put_cert(self.lease, self.name, key_pem, chain.fullchain_pem,
                                   f"{chain.cert.serial_number:x}",
                                   chain.cert.not_valid_after_utc)  # fmt: skip
-        except LeaseLost:
-            raise  # another host owns this renewal now: ours is not used
-        except ClusterError as err:  # Redis went away: keep it here all the same
-            self.unshared = err
+        except ClusterError as err:  # Redis went away, or the lease was lost (another host
+            self.unshared = err  # renews too): the certificate the CA issued is kept here
 
 
 class FleetBackend:

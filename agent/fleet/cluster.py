@@ -6,8 +6,9 @@ What lives in Redis (all names under ``[cluster] key_prefix``):
   node) and its private key, sealed with the hosts' shared ``key_file`` (:mod:`.sealing`);
 - ``lock:<name>``: the lease of the host renewing ``<name>`` ("<fence> <owner>", with a
   TTL, renewed while the order runs); ``fence`` is the counter fencing tokens come from.
-  A write needs the writer's lease to be current and its fence newer than the stored
-  version, so a holder that stalled past its lease can never overwrite a newer result;
+  A write needs the writer's lease to be current (checked in the same atomic step), so a
+  holder that stalled past its lease can never overwrite a newer result; the lock's value
+  carries a MAC of the cluster, and one without is taken over at once;
 - ``http01:<token>``: pending key authorizations, with a TTL; every host's responder
   answers from them, whichever host the CA's request lands on;
 - ``account:<id>``: the shared ACME account (URL and sealed key), registered once;
@@ -35,7 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..config.cluster import ClusterConfig
 from ..config.secretfile import read_secret_file
 from ..errors import AgentError, ConfigError
-from ..model import Challenge, Holder
+from ..model import Holder
 from .accounts import SharedAccount
 from .sealing import Authenticator, Sealer, SealError
 
@@ -46,11 +47,9 @@ CONNECT_TIMEOUT = 3.0
 SOCKET_TIMEOUT = 5.0
 # Keep-alive on idle connections (pub/sub): a silent network failure is seen within this.
 HEALTH_CHECK_INTERVAL = 15
-# Unanswered HTTP-01 tokens disappear on their own after this long (at least).
-TOKEN_TTL_MIN = 600
-
 # A lock without a TTL, or with one far beyond any lease (written by something other than
-# a host of this cluster), is given the caller's lease as TTL: it is taken over then.
+# a host of this cluster), is given the caller's lease as TTL: it is taken over then. The
+# fence counter is repaired when it is not a number or absurdly large (a Redis writer).
 _ACQUIRE = """
 local cur = redis.call('get', KEYS[1])
 if cur then
@@ -61,10 +60,19 @@ if cur then
   end
   return {0, cur, ttl, 0}
 end
-local fence = redis.call('incr', KEYS[2])
+local fence = redis.pcall('incr', KEYS[2])
+if type(fence) ~= 'number' or fence > 4503599627370496 then
+  redis.call('set', KEYS[2], 1)
+  fence = 1
+end
 local value = fence .. ' ' .. ARGV[1]
 redis.call('set', KEYS[1], value, 'PX', ARGV[2])
 return {1, value, fence}
+"""
+# A lock whose value carries no valid MAC of this cluster: removed (if unchanged) at once.
+_STEAL = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
 """
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -76,10 +84,12 @@ _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+# The lease, checked and used in one atomic step, is what fences a write: a holder that
+# stalled past its lease can never overwrite a newer result. The whole record is replaced
+# (no field of a record another writer made survives).
 _PUT = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
-local stored = tonumber(redis.call('hget', KEYS[2], 'version') or '0')
-if stored >= tonumber(ARGV[2]) then return -1 end
+redis.call('del', KEYS[2])
 redis.call('hset', KEYS[2], unpack(ARGV, 5))
 redis.call('publish', ARGV[3], ARGV[4])
 return 1
@@ -223,10 +233,16 @@ class RedisCluster(SharedAccount):
             raise ClusterError(
                 f"{self.describe(err)}; the certificates in service are kept, will retry"
             ) from None
+        except (UnicodeDecodeError, TypeError, ValueError) as err:  # a value not ours
+            raise ClusterError(
+                f"Redis at {redacted(self.settings.url)} holds a value acme-agent did not write "
+                f"({type(err).__name__}); the certificates in service are kept"
+            ) from None
 
     def script(self, name: str) -> Any:
         if name not in self._scripts:
-            source = {"acquire": _ACQUIRE, "renew": _RENEW, "release": _RELEASE, "put": _PUT}
+            source = {"acquire": _ACQUIRE, "renew": _RENEW, "release": _RELEASE, "put": _PUT,
+                      "steal": _STEAL}  # fmt: skip
             self._scripts[name] = self.redis.register_script(source[name])
         return self._scripts[name]
 
@@ -241,21 +257,35 @@ class RedisCluster(SharedAccount):
 
     # -- leases ----------------------------------------------------------------------
     def acquire(self, name: str) -> Lease | Holder:
-        """The lease on ``name``, or who holds it now."""
+        """The lease on ``name``, or who holds it now. The lock's value carries a MAC of
+        this cluster: a lock without one (not written by a host of the fleet) is removed
+        and the lease taken at once."""
         key = self.prefix + "lock:" + name
-        owner = f"{self.settings.node_name} {os.getpid()} {secrets.token_hex(8)}"
+        who = f"{self.settings.node_name} {os.getpid()} {secrets.token_hex(8)}"
+        owner = f"{who} {self.auth.mac('lock', key, who)}"
         ttl_ms = int(self.settings.lease_seconds * 1000)
-        result = self.call(lambda r: self.script("acquire")(
-            keys=[key, self.prefix + "fence"], args=[owner, ttl_ms]))  # fmt: skip
-        if int(result[0]) == 1:
-            return Lease(self, key, str(result[1]), int(result[2]))
-        parts = str(result[1]).split(" ")
+        for _ in range(2):
+            result = self.call(lambda r: self.script("acquire")(
+                keys=[key, self.prefix + "fence"], args=[owner, ttl_ms]))  # fmt: skip
+            if int(result[0]) == 1:
+                return Lease(self, key, str(result[1]), int(result[2]))
+            value = str(result[1])
+            if self._lock_is_ours(key, value):
+                break
+            log.warning("Redis key %s held a lock no host of this cluster wrote (%r); taken "
+                        "over", key, value[:80])  # fmt: skip
+            self.call(lambda r: self.script("steal")(keys=[key], args=[value]))  # noqa: B023
+        parts = value.split(" ")
         node = parts[1] if len(parts) > 1 else "?"
         if len(result) > 3 and int(result[3]) == 1:
-            log.warning("Redis key %s held a lock without a sensible TTL (%r, not written by "
-                        "acme-agent?); it now expires in %.0f s and is taken over then", key,
-                        str(result[1])[:80], self.settings.lease_seconds)  # fmt: skip
+            log.warning("Redis key %s held a lock without a sensible TTL (%r); it now expires in "
+                        "%.0f s and is taken over then", key, value[:80],
+                        self.settings.lease_seconds)  # fmt: skip
         return Holder(node, max(0.0, int(result[2]) / 1000))
+
+    def _lock_is_ours(self, key: str, value: str) -> bool:
+        parts = value.split(" ")  # "<fence> <node> <pid> <random> <mac>"
+        return len(parts) == 5 and self.auth.verify(parts[4], "lock", key, " ".join(parts[1:4]))
 
     @contextlib.contextmanager
     def holding(self, name: str, wait: float) -> Iterator[Lease | Holder]:
@@ -314,8 +344,9 @@ class RedisCluster(SharedAccount):
 
     def _cert_mac_fields(self, name: str, data: dict[str, str]) -> tuple[str, ...]:
         digest = hashlib.sha256(data.get("fullchain", "").encode()).hexdigest()
-        return (name, data.get("serial", ""), data.get("not_after", ""), data.get("version", ""),
-                data.get("node", ""), digest, data.get("key", ""))  # fmt: skip
+        return (self.prefix, name, data.get("serial", ""), data.get("not_after", ""),
+                data.get("version", ""), data.get("node", ""), digest,
+                data.get("key", ""))  # fmt: skip
 
     def _authentic(self, name: str, data: dict[str, str]) -> bool:
         return self.auth.verify(data.get("mac"), "cert", *self._cert_mac_fields(name, data))
@@ -340,7 +371,6 @@ class RedisCluster(SharedAccount):
             "key": self.sealer.seal(key_pem, "cert:" + name),
         }
         fields["mac"] = self.auth.mac("cert", *self._cert_mac_fields(name, fields))
-        self._drop_forged(name)
         flat = [item for pair in fields.items() for item in pair]
         args = [lease.value, lease.fence, self.events_channel, name, *flat]
         result = self.call(lambda r: self.script("put")(
@@ -348,33 +378,5 @@ class RedisCluster(SharedAccount):
         if int(result) != 1:
             raise LeaseLost(
                 f"{name}: this host's lease ran out during the order and another host took "
-                "over; the certificate it obtained is not used"
+                "over; the certificate is kept on this host but not shared"
             )
-
-    def _drop_forged(self, name: str) -> None:
-        """Under our lease: a record no host of the cluster wrote (e.g. a version of
-        999999999999, which would refuse every write after it) is removed before ours."""
-        key = self.cert_key(name)
-        data = self.call(lambda r: r.hgetall(key))
-        if data and not self._authentic(name, data):
-            log.warning("%s: Redis key %s was not written by a host of this cluster; replacing "
-                        "it", name, key, extra={"cert": name})  # fmt: skip
-            self.call(lambda r: r.delete(key))
-
-    # -- HTTP-01 ---------------------------------------------------------------------
-    def publish_tokens(self, challenges: Sequence[Challenge], ttl: float) -> None:
-        seconds = max(TOKEN_TTL_MIN, int(ttl))
-
-        def write(r: Any) -> None:
-            pipe = r.pipeline(transaction=False)
-            for challenge in challenges:
-                pipe.set(self.prefix + "http01:" + challenge.token,
-                         challenge.key_authorization, ex=seconds)  # fmt: skip
-            pipe.execute()
-
-        self.call(write)
-
-    def remove_tokens(self, challenges: Sequence[Challenge]) -> None:
-        if challenges:
-            keys = [self.prefix + "http01:" + c.token for c in challenges]
-            self.call(lambda r: r.delete(*keys))

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -21,6 +22,7 @@ FORMAT = b"v1."
 MIN_SECRET_BYTES = 16
 _INFO = b"acme-agent cluster key v1"
 _MAC_INFO = b"acme-agent cluster mac v1"
+_MAC_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
 def read_cluster_secret(path: Path) -> bytes:
@@ -53,8 +55,14 @@ class Authenticator:
         message = "\x1f".join((kind, *fields)).encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
-    def verify(self, mac: str | None, kind: str, *fields: str) -> bool:
-        return mac is not None and hmac.compare_digest(mac, self.mac(kind, *fields))
+    def verify(self, mac: object, kind: str, *fields: object) -> bool:
+        """Only a MAC of exactly our form is compared (anything else from Redis is just
+        false, never an exception)."""
+        if not isinstance(mac, str) or not _MAC_RE.match(mac):
+            return False
+        if not all(isinstance(f, str) for f in fields):
+            return False
+        return hmac.compare_digest(mac, self.mac(kind, *fields))  # type: ignore[arg-type]
 
 
 class SealError(Exception):

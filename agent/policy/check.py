@@ -75,6 +75,9 @@ def evaluate(
             critical.append(f"{s.name} expired{failed}")
         elif s.revoked:
             critical.append(f"{s.name}: the certificate in service was revoked{failed}")
+        elif s.damaged:
+            critical.append(f"{s.name}: the certificate in service is damaged ({s.damaged}); "
+                            "the next renew repairs it from the archive")  # fmt: skip
         elif _below(s, crit if crit is not None else CRITICAL_SHARE):
             critical.append(f"{s.name} expires in {human(s.seconds_left)}{failed}")
         elif s.config_error:

@@ -25,6 +25,10 @@ JITTER_RATIO = 0.01
 MAX_JITTER = timedelta(hours=1)
 
 
+# No certificate is ordered again sooner than this after the last one (or a quarter of its
+# lifetime, when shorter), unless forced.
+MIN_ORDER_INTERVAL = timedelta(minutes=10)
+
 # renew_before: a duration before expiry, or a fraction of the lifetime left.
 RenewBefore = timedelta | float
 
@@ -66,10 +70,39 @@ def next_renewal(
     if ari is not None:
         moment = ari.start + (ari.end - ari.start) * rand
         return moment, "inside the CA's suggested renewal window (ARI)"
-    base = lifetime_renewal_time(facts.not_before, facts.not_after, renew_before)
+    fitting, note = fit_renew_before(renew_before, facts.lifetime)
+    base = lifetime_renewal_time(facts.not_before, facts.not_after, fitting)
     jitter = min(facts.lifetime * JITTER_RATIO, MAX_JITTER) * rand
-    why = "renew_before" if renew_before is not None else "lifetime ratio"
-    return max(facts.not_before, base - jitter), why
+    why = "renew_before" if fitting is not None else "lifetime ratio"
+    return max(facts.not_before, base - jitter), why + (f"; {note}" if note else "")
+
+
+def fit_renew_before(
+    renew_before: RenewBefore | None, lifetime: timedelta
+) -> tuple[RenewBefore | None, str | None]:
+    """``renew_before`` when it fits the certificate's lifetime; else None (the lifetime
+    ratio applies) and why: a duration as long as the lifetime would make every new
+    certificate due the moment it is issued (``renew_before = "10d"`` meeting Let's
+    Encrypt's 6-day certificates ordered again and again)."""
+    if isinstance(renew_before, timedelta) and renew_before >= lifetime:
+        return None, (f"renew_before {_short(renew_before)} does not fit the "
+                      f"{_short(lifetime)} lifetime, so the lifetime ratio is used")  # fmt: skip
+    return renew_before, None
+
+
+def _short(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g}{unit}"
+    return f"{seconds}s"
+
+
+def min_order_interval(lifetime: timedelta) -> timedelta:
+    """The least time between two new orders of one certificate (``--force`` aside): a
+    quarter of its lifetime, at most MIN_ORDER_INTERVAL. The last line of defence against
+    an order loop (a clock far ahead, a policy that makes every new certificate due)."""
+    return min(lifetime / 4, MIN_ORDER_INTERVAL)
 
 
 def due_reason(

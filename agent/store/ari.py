@@ -8,19 +8,26 @@ import json
 import logging
 import os
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from ..model import AriState
 from .certs import Store
-from .files import write_file_atomic
+from .files import set_aside, write_file_atomic
 
 log = logging.getLogger(__name__)
 
 
 def load_state(store: Store, name: str) -> AriState | None:
+    path = os.path.join(store.root, "ari", name + ".json")
     try:
-        with open(os.path.join(store.root, "ari", name + ".json"), "rb") as handle:
-            return AriState.from_json(handle.read())
-    except (OSError, ValueError, TypeError, KeyError):
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    try:
+        return AriState.from_json(raw)
+    except Exception:  # any damage (untrusted input): asked again
+        set_aside(Path(path), "not renewal information")
         return None
 
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ..model import Outcome
 from .certs import Store
-from .files import write_file_atomic
+from .files import set_aside, write_file_atomic
+
+_SERIAL_RE = re.compile(r"\A[0-9a-f]{1,128}\Z")
 
 
 @dataclass(frozen=True)
@@ -33,10 +37,20 @@ def _path(store: Store, name: str) -> Any:
 
 
 def load_attempt(store: Store, name: str) -> Attempt | None:
+    path = os.path.join(store.root, "attempts", name + ".json")
     try:
-        with open(os.path.join(store.root, "attempts", name + ".json"), "rb") as handle:
-            return Attempt(**json.loads(handle.read()))
-    except (OSError, ValueError, TypeError):
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    try:
+        attempt = Attempt(**json.loads(raw))
+        if not isinstance(attempt.at, str):
+            raise TypeError("no time")
+        datetime.fromisoformat(attempt.at)
+        return attempt
+    except (ValueError, TypeError):
+        set_aside(Path(path), "not an attempt record")
         return None
 
 
@@ -62,8 +76,14 @@ def record_revocation(store: Store, name: str, serial: str, now: datetime) -> No
 
 
 def revoked_serial(store: Store, name: str) -> str:
+    path = os.path.join(store.root, "revoked", name)
     try:
-        with open(os.path.join(store.root, "revoked", name), "rb") as handle:
-            return handle.read().decode().strip()
+        with open(path, "rb") as handle:
+            raw = handle.read()
     except OSError:
         return ""
+    serial = raw.decode("ascii", "replace").strip().lower()
+    if not _SERIAL_RE.match(serial):
+        set_aside(Path(path), "not a serial number")
+        return ""
+    return serial

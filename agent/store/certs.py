@@ -27,7 +27,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +42,7 @@ from .files import (
     ensure_private_dir,
     fsync_dir,
     remove_stale_temporaries,
+    set_aside,
     temp_name,
     write_file_atomic,
 )
@@ -65,10 +66,21 @@ def _facts_of(name: str, chain: keys.IssuedChain, key_pem: bytes, account: str) 
     return dataclasses.replace(record_of(live), account=account).to_json()
 
 
+def file_stats(folder: Path) -> dict[str, list[int]]:
+    """[size, mtime_ns] of each PEM file of an issuance folder (kept in facts.json)."""
+    stats = {}
+    for name in PEM_FILES:
+        info = os.stat(folder / name)
+        stats[name] = [info.st_size, info.st_mtime_ns]
+    return stats
+
+
 @dataclass(frozen=True)
 class StoredAccount:
     uri: str
     key_pem: bytes
+    thumbprint: str = ""  # RFC 7638 (fleet mode: what the responders answer with)
+    generation: int = 0  # of the fleet's shared account record this copy came from
 
 
 def record_of(live: LiveCertificate) -> CertRecord:
@@ -120,7 +132,11 @@ class Store:
                 f"{folder}: account state is unreadable ({err}); move it away "
                 "and run 'acme-agent register' again"
             ) from None
-        return StoredAccount(uri=str(meta["uri"]), key_pem=key_pem)
+        try:
+            generation = int(meta.get("generation", 0))
+        except (TypeError, ValueError):
+            generation = 0
+        return StoredAccount(str(meta["uri"]), key_pem, str(meta.get("thumbprint", "")), generation)
 
     def load_account_key(self, directory_url: str) -> bytes | None:
         """The account key alone (kept even when registration failed half-way)."""
@@ -131,9 +147,12 @@ class Store:
         folder = self.private_dir("accounts", self.account_dir(directory_url).name)
         write_file_atomic(folder / "private_key.pem", key_pem, 0o600)
 
-    def save_account(self, directory_url: str, uri: str) -> None:
+    def save_account(
+        self, directory_url: str, uri: str, thumbprint: str = "", generation: int = 0
+    ) -> None:
         folder = self.private_dir("accounts", self.account_dir(directory_url).name)
-        meta = {"uri": uri, "directory": directory_url}
+        meta = {"uri": uri, "directory": directory_url, "thumbprint": thumbprint,
+                "generation": generation}  # fmt: skip
         write_file_atomic(folder / "account.json", json.dumps(meta, indent=2).encode(), 0o600)
 
     # -- certificates -------------------------------------------------------------------
@@ -197,13 +216,17 @@ class Store:
         try:
             staging.mkdir(mode=0o700)
             for filename, data, mode in (
-                (FACTS, _facts_of(name, chain, key_pem, account), 0o600),
                 ("privkey.pem", key_pem, 0o600),
                 ("cert.pem", chain.cert_pem, 0o644),
                 ("chain.pem", chain.chain_pem, 0o644),
                 ("fullchain.pem", chain.fullchain_pem, 0o644),
             ):
                 write_file_atomic(staging / filename, data, mode)
+            # Last: with the files' sizes and mtimes, so each run can see cheaply that they
+            # are still what was installed (agent/store/integrity.py).
+            facts = json.loads(_facts_of(name, chain, key_pem, account))
+            facts["files"] = file_stats(staging)
+            write_file_atomic(staging / FACTS, json.dumps(facts).encode(), 0o600)
             final = archive / self._next_version(archive)
             os.rename(staging, final)
             fsync_dir(archive)
@@ -213,7 +236,7 @@ class Store:
         except StoreError:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        self._point_live(name, final)
+        self.point_live(name, final)
         # Whatever put a certificate in service (an order, the fleet, an import): an order
         # still kept for this name is stale now and must never be resumed.
         try:
@@ -228,7 +251,8 @@ class Store:
         """``orders/<name>.json``: see :mod:`agent.store.orders`."""
         return self.root / "orders" / f"{name}.json"
 
-    def _point_live(self, name: str, folder: Path) -> None:
+    def point_live(self, name: str, folder: Path) -> None:
+        """Swap ``live/<name>`` to ``folder`` with one rename of a symlink."""
         live_root = self.private_dir("live")
         link = live_root / name
         remove_stale_temporaries(link)
@@ -254,9 +278,18 @@ class Store:
 
     def deployed_version(self, name: str) -> str | None:
         """The archive version last deployed to the certificate's targets."""
+        path = self.root / "deployed" / f"{name}.json"
         try:
-            return json.loads((self.root / "deployed" / f"{name}.json").read_text())["version"]
-        except (OSError, ValueError, KeyError):
+            raw = path.read_bytes()
+        except OSError:
+            return None
+        try:
+            version = json.loads(raw)["version"]
+            if not isinstance(version, str) or not _VERSION_RE.match(version):
+                raise ValueError(version)
+            return version
+        except Exception:  # any damage (untrusted input): deployed again
+            set_aside(path, "not a deployment record")
             return None
 
     def mark_deployed(self, name: str, version: str) -> None:
@@ -286,3 +319,18 @@ class Store:
             yield
         finally:
             os.close(fd)
+
+
+def local_thumbprint(store: Store, directory: str) -> Callable[[], tuple[str, int] | None]:
+    """(thumbprint, generation) of this host's copy of the account, read when called."""
+
+    def read() -> tuple[str, int] | None:
+        try:
+            account = store.load_account(directory)
+        except StoreError:
+            return None
+        if account is None or not account.thumbprint:
+            return None
+        return account.thumbprint, account.generation
+
+    return read

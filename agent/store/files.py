@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from ..errors import StoreError
 # exit so that it never leaves in the middle of one.
 SWAP_LOCK = threading.Lock()
 TMP_PREFIX = ".tmp-"
+log = logging.getLogger(__name__)
 
 
 def fsync_dir(path: Path) -> None:
@@ -143,3 +146,19 @@ def ensure_private_dir(path: Path) -> Path:
     except OSError as err:
         raise StoreError(describe(err, path)) from err
     return path
+
+
+def set_aside(path: Path, why: str) -> None:
+    """A state file that is not what it should be (random bytes, the wrong JSON type): moved
+    out of the way as ``<name>.corrupt-<time>`` and said once; the caller carries on as if
+    it were missing (it is rebuilt)."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return  # another process set it aside first
+    except OSError as err:
+        log.warning("%s: %s, and it cannot be moved aside (%s); ignored", path, why,
+                    err.strerror)  # fmt: skip
+        return
+    log.warning("%s: %s; moved to %s, rebuilt as needed", path, why, aside.name)

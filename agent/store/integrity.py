@@ -1,0 +1,181 @@
+"""Is the certificate in service what was installed? A cheap look on every run (the link
+and five ``stat`` calls, compared with the sizes and mtimes ``facts.json`` recorded at
+install), a full check (parse, key matches certificate, chain, facts) only when the
+cheap look differs, and repair from the newest intact archive version without an order.
+
+Damage seen in the field: ``privkey.pem`` deleted, ``cert.pem`` truncated, ``fullchain.pem``
+overwritten with garbage, ``archive/<name>`` deleted, ``live/<name>`` replaced by a plain
+directory (a backup restored without its links). The agent used to trust ``facts.json``
+and say "unchanged, not due" while nginx could not load the files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import stat
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from ..errors import StoreError
+from .certs import FACTS, PEM_FILES, Store, file_stats
+from .files import describe, write_file_atomic
+
+log = logging.getLogger(__name__)
+
+_VERSION_RE = re.compile(r"\A\d{4,}\Z")
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What was wrong with a live set and what was done: ``version`` the archive version
+    now in service, or None when none was intact (a new certificate must be ordered)."""
+
+    damage: str
+    version: str | None
+
+
+def suspect(store: Store, name: str) -> str | None:
+    """Why ``live/<name>`` may be damaged (None: it looks as installed, or there is no
+    certificate at all). Stats only: cheap, and no cryptography (the daemon calls it)."""
+    link = store.live_dir(name)
+    try:
+        info = os.lstat(link)
+    except FileNotFoundError:
+        return _orphaned_archive(store, name)
+    except OSError as err:
+        return f"{link}: {err.strerror}"
+    if not stat.S_ISLNK(info.st_mode):
+        return f"{link} is not a link to an archive version"
+    folder = store.live_folder(name)
+    assert folder is not None
+    try:
+        recorded = json.loads((folder / FACTS).read_bytes()).get("files")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    try:
+        found = file_stats(folder)
+    except OSError as err:
+        return f"{folder}: {err.filename and Path(err.filename).name} {err.strerror.lower()}"
+    if not isinstance(recorded, dict) or recorded != found:
+        return f"{folder}: the files differ from what was installed"
+    return None
+
+
+def _orphaned_archive(store: Store, name: str) -> str | None:
+    archive = store.archive_dir(name)
+    try:
+        versions = [e.name for e in os.scandir(archive) if _VERSION_RE.match(e.name)]
+    except OSError:
+        return None
+    return f"{store.live_dir(name)} is missing" if versions else None
+
+
+def inspect(store: Store, name: str) -> str | None:
+    """What is wrong with ``name``'s live set, read-only (for ``status`` and ``check``)."""
+    damage = suspect(store, name)
+    if damage is None:
+        return None
+    folder = store.live_folder(name) if os.path.islink(store.live_dir(name)) else None
+    if folder is not None and (problem := _intact(folder)) is None:
+        return None  # only the recorded stats are stale
+    return f"{damage} ({problem})" if folder is not None else damage
+
+
+def verify(store: Store, name: str) -> Repair | None:
+    """Look (cheaply), check (fully, when the look differs), and repair ``name``'s live set.
+    None: intact (facts.json's file stats refreshed when only they were stale)."""
+    damage = suspect(store, name)
+    if damage is None:
+        return None
+    folder = store.live_folder(name) if os.path.islink(store.live_dir(name)) else None
+    if folder is not None and (problem := _intact(folder)) is None:
+        _record_stats(store, name, folder)  # e.g. touched, or by an older version
+        return None
+    if folder is not None:
+        damage = f"{damage} ({problem})"
+    version = _restore(store, name)
+    return Repair(damage, version)
+
+
+def _intact(folder: Path) -> str | None:
+    """What is wrong with an issuance folder (None: key and certificate match, the chain
+    parses, fullchain is certificate + chain)."""
+    from cryptography import x509
+
+    from .. import keys
+
+    try:
+        data = {n: (folder / n).read_bytes() for n in PEM_FILES}
+        chain = keys.split_chain(data["fullchain.pem"], str(folder))
+        key = keys.load_key_pem(data["privkey.pem"])
+        cert = x509.load_pem_x509_certificate(data["cert.pem"])
+    except (OSError, ValueError, TypeError) as err:
+        return f"unreadable: {getattr(err, 'strerror', None) or err}"
+    except Exception as err:  # any damage (untrusted input)
+        return f"unreadable: {type(err).__name__}"
+    if chain.cert_pem != data["cert.pem"] or chain.chain_pem != data["chain.pem"]:
+        return "fullchain.pem is not cert.pem + chain.pem"
+    if cert != chain.cert or not keys.public_key_matches(cert, key):
+        return "the key does not match the certificate"
+    return None  # facts.json is derived data: rebuilt from the files (_record_stats)
+
+
+def _record_stats(store: Store, name: str, folder: Path) -> None:
+    """facts.json of an intact folder, rebuilt from its files, with their stats."""
+    from .certs import LiveCertificate, record_of
+
+    try:
+        from cryptography import x509
+
+        from .. import keys
+
+        cert = x509.load_pem_x509_certificate((folder / "cert.pem").read_bytes())
+        key = keys.load_key_pem((folder / "privkey.pem").read_bytes())
+        try:
+            account = str(json.loads((folder / FACTS).read_bytes()).get("account", ""))
+        except (OSError, ValueError, AttributeError):
+            account = ""
+        live = LiveCertificate(name, folder.name, cert, frozenset(keys.dns_names(cert)),
+                               keys.key_type_of(key))  # fmt: skip
+        facts = json.loads(record_of(live).to_json())
+        facts.update({"files": file_stats(folder), **({"account": account} if account else {})})
+        write_file_atomic(folder / FACTS, json.dumps(facts).encode(), 0o600)
+    except (OSError, ValueError, TypeError, StoreError) as err:
+        log.debug("%s: facts not rebuilt: %s", folder, err)
+
+
+def _restore(store: Store, name: str) -> str | None:
+    """Point ``live/<name>`` at the newest intact archive version; set a live entry that is
+    not our link aside first. None when no version is intact (the broken link is removed:
+    the certificate counts as missing, so the next step orders one)."""
+    link = store.live_dir(name)
+    if os.path.lexists(link) and not os.path.islink(link):
+        aside = link.with_name(f".{name}.damaged-{datetime.now():%Y%m%dT%H%M%S}")
+        try:
+            os.replace(link, aside)
+        except OSError as err:
+            raise StoreError(describe(err, link)) from None
+        log.warning("%s: not a link to an archive version; moved to %s", link, aside.name,
+                    extra={"cert": name})  # fmt: skip
+    archive = store.archive_dir(name)
+    try:
+        versions = sorted((e.name for e in os.scandir(archive) if _VERSION_RE.match(e.name)),
+                          key=int, reverse=True)  # fmt: skip
+    except OSError:
+        versions = []
+    for version in versions:
+        folder = archive / version
+        if _intact(folder) is None:
+            store.point_live(name, folder)
+            _record_stats(store, name, folder)
+            return version
+    if os.path.islink(link):
+        try:
+            os.unlink(link)
+        except OSError as err:
+            raise StoreError(describe(err, link)) from None
+    return None

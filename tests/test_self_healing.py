@@ -1,0 +1,151 @@
+"""Self-healing state (issue 15): damage to the files in service is seen on the next run,
+repaired from the archive without an order when an intact version exists, reissued once
+when none does; ``check`` says CRITICAL meanwhile; retries fit the urgency."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from agent import keys
+from agent.cli.main import main
+from agent.localca import LocalCA
+from tests.conftest import Setup, cert_table, write_config
+from tests.test_quick import renew as quick_renew
+
+pytestmark = pytest.mark.integration
+
+
+def live_matches(setup: Setup, name: str = "d") -> bool:
+    live = setup.live(name)
+    cert = x509.load_pem_x509_certificate((live / "cert.pem").read_bytes())
+    key = keys.load_key_pem((live / "privkey.pem").read_bytes())
+    full = (live / "fullchain.pem").read_bytes()
+    return keys.public_key_matches(cert, key) and full.startswith((live / "cert.pem").read_bytes())
+
+
+def damage(setup: Setup, how: str, name: str = "d") -> None:
+    live = setup.live(name)
+    if how == "privkey deleted":
+        (live / "privkey.pem").unlink()
+    elif how == "cert truncated":
+        path = live / "cert.pem"
+        path.write_bytes(path.read_bytes()[:100])
+    elif how == "fullchain garbage":
+        (live / "fullchain.pem").write_bytes(b"this is not PEM\n")
+    elif how == "live is a plain folder":  # a backup restored without its links
+        folder = live.resolve()
+        live.unlink()
+        shutil.copytree(folder, live)
+    elif how == "archive deleted":
+        shutil.rmtree(setup.state / "archive" / name)
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["privkey deleted", "cert truncated", "fullchain garbage", "live is a plain folder",
+     "archive deleted"],
+)  # fmt: skip
+def test_damage_in_service_is_repaired_from_the_archive_without_an_order(
+    tmp_path: Path,
+    pebble: LocalCA,
+    how: str,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    setup = write_config(tmp_path, pebble, cert_table("d", "d.example.com"))
+    assert setup.renew() == 0
+    assert setup.renew("--force") == 0  # 0002 in service, 0001 intact in the archive
+    for _ in range(2):  # the renewal information, then nothing due: the cache is kept
+        assert quick_renew(setup, "renew").returncode == 0
+    assert quick_renew(setup, "renew", full=False).returncode == 0  # answered from the cache
+    damage(setup, how)
+    assert quick_renew(setup, "renew", full=False).returncode != 0  # the cache does not answer
+    capsys.readouterr()
+    assert main(["--config", str(setup.config), "check"]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("CRITICAL") and ("damaged" in out or "no certificate" in out)
+    assert setup.renew() == 0
+    assert live_matches(setup)
+    if how == "archive deleted":
+        assert "no archive version is intact; ordering a new one" in caplog.text
+        assert setup.versions("d") == ["0001"]  # a new archive, one new order
+    else:
+        assert "restored version" in caplog.text and "(no new order)" in caplog.text
+        assert setup.versions("d") == ["0001", "0002"]  # no order
+    assert os.path.islink(setup.live("d"))
+    capsys.readouterr()
+    assert main(["--config", str(setup.config), "check"]) == 0, capsys.readouterr().out
+    assert setup.renew() == 0 and setup.versions("d")[-1] in ("0001", "0002")
+
+
+STATE_FILES = [
+    "attempts/s.json", "ari/s.json", "ari/_ca.json", "deployed/s.json", "revoked/s",
+    "renew-cache.json", "orders/s.json", "orders/_replaces.json", "live/s/facts.json",
+    "accounts/*/account.json", "accounts/*/private_key.pem",
+]  # fmt: skip
+CORRUPTIONS = {"random bytes": os.urandom(64), "empty": b"", "wrong JSON type": b"[1, 2]"}
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_every_state_file_is_untrusted_input(
+    tmp_path: Path, pebble: LocalCA, corruption: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each state file corrupted in turn: renew, status and check give an answer, never a
+    traceback, and the other certificate ("o") is never the worse for it."""
+    certs = cert_table("s", "s.example.com") + cert_table("o", "o.example.com")
+    setup = write_config(tmp_path, pebble, certs)
+    assert setup.renew() == 0
+    (setup.state / "revoked").mkdir(exist_ok=True)
+    (setup.state / "revoked" / "s").write_text("00")  # present, so that it can be corrupted
+    (setup.state / "deployed").mkdir(exist_ok=True)
+    (setup.state / "deployed" / "s.json").write_text('{"version": "0001"}')
+    (setup.state / "orders").mkdir(exist_ok=True)
+    for name in ("s.json", "_replaces.json"):
+        (setup.state / "orders" / name).write_text("{}")
+    (setup.state / "ari").mkdir(exist_ok=True)
+    (setup.state / "ari" / "_ca.json").write_text("{}")
+    for pattern in STATE_FILES:
+        matches = list(setup.state.glob(pattern))
+        assert matches, pattern
+        for path in matches:
+            saved = path.read_bytes()
+            path.write_bytes(CORRUPTIONS[corruption])
+            for command in (["renew"], ["status"], ["status", "--json"], ["check"]):
+                code = main(["--config", str(setup.config), *command])
+                captured = capsys.readouterr()
+                text = captured.out + captured.err
+                assert "Traceback" not in text and "internal error" not in text, (pattern, text)
+                assert code in (0, 1, 2), (pattern, command, code)
+                if command == ["renew"] and "account" not in pattern:
+                    assert "o: failed" not in text, (pattern, text)
+            if path.exists() or not any(path.parent.glob(path.name + ".corrupt-*")):
+                path.write_bytes(saved)
+            else:
+                path.write_bytes(saved)
+
+
+def test_the_daemon_starts_over_corrupt_state(tmp_path: Path, pebble: LocalCA) -> None:
+    """Random bytes in revoked/<name> and ari/<name>.json used to crash the daemon at start
+    (a crash loop under Restart=on-failure)."""
+    from tests.daemon_proc import DaemonProc
+
+    setup = write_config(tmp_path, pebble, cert_table("s", "s.example.com"))
+    assert setup.renew() == 0
+    for folder, name in (("revoked", "s"), ("ari", "s.json"), ("attempts", "s.json")):
+        (setup.state / folder).mkdir(exist_ok=True)
+        (setup.state / folder / name).write_bytes(os.urandom(64))
+    daemon = DaemonProc(setup.config, tmp_path / "daemon.log")
+    try:
+        daemon.wait_for(r"acme-agent running with 1 certificates")
+    finally:
+        assert daemon.stop() == 0
+    text = daemon.text()
+    assert "Traceback" not in text and "internal error" not in text
+    assert "moved to s.corrupt-" in text
