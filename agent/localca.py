@@ -93,7 +93,7 @@ def self_signed_root(
 def _write_tls_material(directory: Path) -> tuple[Path, Path, Path]:
     """A throwaway root and a server certificate for pebble's own HTTPS listener."""
     now = datetime.datetime.now(datetime.UTC)
-    root_key, root = self_signed_root("acme-agent local CA TLS root")
+    root_key, root = self_signed_root("acme-agent local CA TLS root", days=3650)
     root_name = root.subject
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     import ipaddress
@@ -105,7 +105,7 @@ def _write_tls_material(directory: Path) -> tuple[Path, Path, Path]:
         .public_key(leaf_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=30))
+        .not_valid_after(now + datetime.timedelta(days=3650))  # tests step clocks ahead
         .add_extension(
             x509.SubjectAlternativeName(
                 [

@@ -112,6 +112,7 @@ class CertRecord:
     # The ACME account that ordered it ("" when unknown: imported, or installed from the
     # fleet): RFC 9773's ``replaces`` names only certificates of the account ordering.
     account: str = ""
+    installed: datetime | None = None  # by this host's clock (the spacing of orders)
 
     @property
     def facts(self) -> CertFacts:
@@ -128,6 +129,8 @@ class CertRecord:
         }
         if self.account:
             data["account"] = self.account
+        if self.installed is not None:
+            data["installed"] = self.installed.isoformat()
         return json.dumps(data).encode()
 
     @classmethod
@@ -138,6 +141,7 @@ class CertRecord:
             str(data["key_type"]), datetime.fromisoformat(data["not_before"]),
             datetime.fromisoformat(data["not_after"]), str(data.get("issuer", "")),
             str(data.get("account", "")),
+            datetime.fromisoformat(data["installed"]) if data.get("installed") else None,
         )  # fmt: skip
 
 
@@ -250,6 +254,7 @@ class CertStatus:
     revoked: bool = False  # the certificate in service was revoked
     config_error: str | None = None  # its file of certs_dir is in error: not renewed
     damaged: str | None = None  # the live set is not what was installed (repaired next run)
+    account_error: bool = False  # the last attempt failed on the ACME account (EAB, ...)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -261,6 +266,8 @@ class RunContext:
 
     pre_hook_ran: bool = False
     client_error: Exception | None = None
+    account_recovered: bool = False  # the CA had lost the account: a new one was registered
+    account_retried: set[str] = field(default_factory=set)  # certificates tried again for it
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 

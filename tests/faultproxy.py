@@ -113,6 +113,17 @@ class FaultProxy:
         self._thread.start()
         return self
 
+    def retarget(self, upstream: str, upstream_ca: Path) -> None:
+        """Forward to another pebble from now on, at the same URL (a CA that restarted
+        and forgot its accounts)."""
+        parts = urlsplit(upstream)
+        with self._lock:
+            self.upstream, self.upstream_ca = upstream, upstream_ca
+            self.upstream_base = f"{parts.scheme}://{parts.netloc}"
+            self.upstream_host, self.upstream_port = parts.hostname or LOOPBACK, parts.port or 443
+            self._upstream_ctx = ssl.create_default_context(cafile=str(upstream_ca))
+        assert parts.path == urlsplit(self.directory_url).path
+
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()

@@ -113,6 +113,12 @@ def test_window_in_past_renews_now_and_sends_replaces(
     setup = setup_for(tmp_path, a2c, cert_table("p", "p.example.com"))
     assert setup.renew() == 0
     old = live_cert(setup, "p")
+    # Issued an hour ago, as far as the agent knows (it orders no certificate again within
+    # min(lifetime / 4, 10 min) of the last one unless forced: the guard against loops).
+    facts_path = setup.live("p") / "facts.json"
+    facts = json.loads(facts_path.read_text())
+    facts["installed"] = "2000-01-01T00:00:00+00:00"
+    facts_path.write_text(json.dumps(facts))
     time.sleep(1.5)  # the suggested window [issuance, issuance + 1 s] is now in the past
     assert setup.renew() == 0
     assert "ARI window in the past" in capsys.readouterr().err

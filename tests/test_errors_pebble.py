@@ -79,7 +79,9 @@ def test_untrusted_tls(tmp_path: Path, pebble: LocalCA) -> None:
     assert_clean(run(setup, "renew"), 1, "not trusted", "ca_bundle")
 
 
-def test_deactivated_account_says_register_again(setup: Setup) -> None:
+def test_an_account_deactivated_outside_the_agent_is_replaced(setup: Setup) -> None:
+    """As AWS ACM's RevokeAcmeAccount does: the next run sets the account aside and
+    registers a new one with the configured EAB credentials (pebble lets them be reused)."""
     assert run(setup, "renew").returncode == 0
     store = Store(setup.state)
     stored = store.load_account(setup.ca.directory_url)
@@ -92,7 +94,9 @@ def test_deactivated_account_says_register_again(setup: Setup) -> None:
     net.account = regr
     acme.deactivate_registration(regr)
     result = run(setup, "renew", "--force")
-    assert_clean(result, 2, "register", "fresh EAB")
+    assert_clean(result, 0, "the CA no longer knows the ACME account", "registering a new")
+    again = store.load_account(setup.ca.directory_url)
+    assert again is not None and again.uri != stored.uri
 
 
 def test_bad_usage_in_child_process(setup: Setup) -> None:

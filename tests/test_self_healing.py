@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,114 @@ def test_the_daemon_starts_over_corrupt_state(tmp_path: Path, pebble: LocalCA) -
     text = daemon.text()
     assert "Traceback" not in text and "internal error" not in text
     assert "moved to s.corrupt-" in text
+
+
+def test_a_ca_that_lost_the_account_gets_a_new_one_and_spent_eab_is_said_plainly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The CA restarts empty behind the same URL: the next run registers anew with the
+    configured EAB credentials, in the same run. Then a CA that refuses those credentials:
+    exit 2 naming the key id, check CRITICAL, status saying so; new credentials in the
+    configuration, and the next run recovers."""
+    from types import SimpleNamespace
+
+    from agent.store.certs import Store
+    from tests.conftest import start_ca
+    from tests.faultproxy import FaultProxy
+
+    first = start_ca(tmp_path / "ca1")
+    proxy = FaultProxy(tmp_path / "proxy", first.directory_url, first.ca_bundle).start()
+    cas = [first]
+    try:
+        ca = SimpleNamespace(eab_kid=first.eab_kid, eab_hmac_key=first.eab_hmac_key,
+                             directory_url=proxy.directory_url, ca_bundle=proxy.ca_bundle,
+                             http_port=first.http_port)  # fmt: skip
+        setup = write_config(tmp_path, ca, cert_table("a", "a.example.com"))  # type: ignore[arg-type]
+        assert setup.renew() == 0
+        old = Store(setup.state).load_account(proxy.directory_url)
+        assert old is not None
+
+        def restart(eab_hmac_key: str) -> LocalCA:
+            cas[-1].stop()
+            cas.append(start_ca(tmp_path / f"ca{len(cas) + 1}", eab_hmac_key=eab_hmac_key,
+                                http_port=first.http_port))  # fmt: skip
+            proxy.retarget(cas[-1].directory_url, cas[-1].ca_bundle)
+            return cas[-1]
+
+        restart(first.eab_hmac_key)  # forgot every account; the same EAB credentials
+        assert setup.renew("--force") == 0
+        assert "the CA no longer knows the ACME account" in caplog.text
+        new = Store(setup.state).load_account(proxy.directory_url)
+        assert new is not None and new.uri != old.uri
+
+        third = restart("A" * 43)  # and now it refuses the configured credentials
+        capsys.readouterr()
+        assert setup.renew("--force") == 2
+        err = capsys.readouterr().err
+        assert "refused the EAB credentials with key id 'kid-1'" in err and "new ones" in err
+        assert main(["--config", str(setup.config), "check"]) == 2
+        out = capsys.readouterr().out
+        assert out.startswith("CRITICAL") and "a cannot be renewed" in out
+        assert main(["--config", str(setup.config), "status"]) == 0
+        assert "refused the EAB credentials" in capsys.readouterr().out
+
+        (setup.dir / "eab.key").write_text(third.eab_hmac_key)  # the operator's new ones
+        assert setup.renew("--force") == 0
+        assert setup.versions("a") == ["0001", "0002", "0003"]
+    finally:
+        proxy.stop()
+        cas[-1].stop()
+
+
+def pebble_orders(ca: LocalCA) -> int:
+    import re
+
+    return len(re.findall(r"Added order \"[^\"]+\" to the db", ca.log_text()))
+
+
+def test_a_renew_before_longer_than_the_lifetime_is_no_order_loop(tmp_path: Path) -> None:
+    """10-minute certificates with renew_before = "1h" were ordered 77 times in 30 s."""
+    from tests.conftest import start_ca
+    from tests.daemon_proc import DaemonProc
+
+    ca = start_ca(tmp_path / "ca", validity_seconds=600)
+    try:
+        certs = cert_table("l", "l.example.com") + 'renew_before = "1h"\n'
+        setup = write_config(tmp_path, ca, certs)
+        daemon = DaemonProc(setup.config, tmp_path / "daemon.log")
+        try:
+            daemon.wait_for(r"l: installed serial")
+            time.sleep(15)
+        finally:
+            assert daemon.stop() == 0
+        assert pebble_orders(ca) <= 2
+        assert "renew_before 1h does not fit the 10m lifetime" in daemon.text()
+    finally:
+        ca.stop()
+
+
+def test_a_clock_200_days_fast_orders_once_and_says_so(tmp_path: Path, pebble: LocalCA) -> None:
+    """libfaketime: the host's clock 200 days ahead. Each certificate the CA issues is
+    expired by that clock; the agent orders once, says the clock is off (log, check
+    CRITICAL, the metric), and holds back (it ordered 192 times in 40 s)."""
+    import subprocess
+    import sys
+
+    from tests.daemon_proc import ROOT
+    from tests.test_daemon_liveness import faketime_env
+
+    setup = write_config(tmp_path, pebble, cert_table("k", "k.example.com"))
+    offset = tmp_path / "faketime"
+    env = {**os.environ, **faketime_env(tmp_path, offset)}
+    offset.write_text("+200d\n")
+    before = pebble_orders(pebble)
+    argv = [sys.executable, "-m", "agent", "--config", str(setup.config)]
+    runs = [subprocess.run([*argv, "renew"], capture_output=True, text=True, env=env,
+                           timeout=60, cwd=ROOT) for _ in range(5)]  # fmt: skip
+    assert pebble_orders(pebble) - before == 1, runs[0].stderr + runs[1].stderr
+    assert "this host's clock is 200d0h ahead of the CA's" in runs[0].stderr
+    assert all("clock is off from the CA's" in r.stderr for r in runs[1:])
+    assert all("Traceback" not in r.stderr for r in runs)
+    check = subprocess.run([*argv, "check"], capture_output=True, text=True, env=env,
+                           timeout=60, cwd=ROOT)  # fmt: skip
+    assert check.returncode == 2 and "clock is 200d0h ahead of the CA's" in check.stdout

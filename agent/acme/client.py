@@ -207,8 +207,10 @@ class AcmeClient:
         except CAError as err:
             if err.problem_type == "unauthorized" and eab is not None:
                 raise AccountError(
-                    f"{err} -> check [acme] eab_kid and the EAB HMAC key; EAB credentials may "
-                    "expire or be single-use: ask your CA for fresh ones"
+                    f"{err} -> the CA refused the EAB credentials with key id {eab[0]!r}: check "
+                    "[acme] eab_kid and the EAB HMAC key; EAB credentials may expire or be "
+                    "single-use: ask your CA for new ones and put them in the configuration",
+                    problem_type="externalAccountRequired",
                 ) from None
             raise
 

@@ -174,6 +174,11 @@ class Poster:
     def last_retry_after(self) -> str | None:
         return getattr(self._local, "retry_after", None)
 
+    @property
+    def last_date(self) -> str | None:
+        """The ``Date`` header of this thread's last answer (the CA's clock)."""
+        return getattr(self._local, "date", None)
+
     # -- requests -----------------------------------------------------------------------
     def get(self, url: str) -> Response:
         """Unsigned GET of a JSON resource (the directory, renewalInfo)."""
@@ -271,6 +276,7 @@ class Poster:
                 try:
                     self._local.status = answer.status_code
                     self._local.retry_after = answer.headers.get("Retry-After")
+                    self._local.date = answer.headers.get("Date")
                     data = _read_bounded(answer)
                 finally:
                     answer.close()

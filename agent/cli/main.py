@@ -215,9 +215,12 @@ def cmd_renew(
             renew_cache.save(*paths, taken, outcomes, progress.lines)
     if metrics is not None and target is not None:
         from ..engine.status import gather
+        from ..store.certs import Store
+        from ..store.skew import load_skew
 
         metrics.refresh(gather(config))
         metrics.config_errors.set(len(config.problems))
+        metrics.clock_skew.set(load_skew(Store(config.state_dir)) or 0)
         try:
             metrics.write_textfile(target)
         except OSError as err:

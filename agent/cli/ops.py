@@ -122,7 +122,11 @@ def cmd_check(config: Config, warn: str | None, crit: str | None) -> int:
     now = datetime.now(UTC)
     statuses = gather(config, now)
     others = [p.message for p in config.problems if config.certificate(p.name) is not None]
-    code, summary = evaluate(statuses, now, warn_t, crit_t, others)
+    from ..store.certs import Store
+    from ..store.skew import load_skew
+
+    skew = load_skew(Store(config.state_dir))
+    code, summary = evaluate(statuses, now, warn_t, crit_t, others, skew)
     data = perfdata(statuses, warn_t, crit_t)
     print(f"{summary} | {data}" if data else summary)
     return code

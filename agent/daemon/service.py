@@ -32,6 +32,7 @@ from ..http01.responder import remove_handed_over_tokens
 from ..model import Outcome, Status
 from ..store.attempts import load_attempt
 from ..store.certs import Store, local_thumbprint
+from ..store.skew import load_skew
 from . import sdnotify
 from .reload import keep_previous_definitions
 from .schedule import Schedule
@@ -319,6 +320,7 @@ class Daemon:
                           problem.name, extra=fields)  # fmt: skip
         if self.metrics is not None:
             self.metrics.config_errors.set(len(self.config.problems))
+            self.metrics.clock_skew.set(load_skew(self.store) or 0)
 
     def run(self) -> int:
         self._install_signals()
@@ -327,7 +329,7 @@ class Daemon:
             settings = self.config.metrics
             self.metrics.serve(settings.listen_host, settings.listen_port)
             log.info("metrics on http://%s:%d/metrics", settings.listen_host, settings.listen_port)
-        self._remove_stale_tokens()
+        remove_handed_over_tokens(self.store.root / "http01")  # left by a killed worker
         self.schedule.start()
         self._batcher_thread = supervised("batcher", self._batcher, self._died)
         self.schedule.schedule_all(self.config.certificates)
@@ -373,10 +375,6 @@ class Daemon:
             return f"the schedule was not looked at for {3 * TICK:.0f} s"
         return None
 
-    def _remove_stale_tokens(self) -> None:
-        """HTTP-01 tokens a killed worker left in ``state_dir/http01`` (at start and stop)."""
-        remove_handed_over_tokens(self.store.root / "http01")
-
     def shutdown(self) -> int:
         log.info("stopping")
         sdnotify.notify("STOPPING=1")
@@ -391,7 +389,7 @@ class Daemon:
         self._worker.stop(SHUTDOWN_GRACE)
         if self._responder is not None:
             self._responder.close()
-        self._remove_stale_tokens()
+        remove_handed_over_tokens(self.store.root / "http01")  # left by a killed worker
         return 0
 
 

@@ -79,7 +79,12 @@ def set_aside(store: Store, directory: str) -> None:
     """Move the account folder out of the way (kept, renamed with a time stamp)."""
     folder = store.account_dir(directory)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    os.replace(folder, folder.with_name(f"{folder.name}.deactivated-{stamp}"))
+    target = folder.with_name(f"{folder.name}.deactivated-{stamp}")
+    for n in range(2, 100):  # two in one second (a CA that lost two accounts in a row)
+        if not target.exists():
+            break
+        target = folder.with_name(f"{folder.name}.deactivated-{stamp}{n:02d}")
+    os.replace(folder, target)
 
 
 def _take_shared(store: Store, cluster: RedisCluster, directory: str) -> bool:

@@ -76,6 +76,11 @@ class Metrics:
                 "Fleet mode: 1 while Redis is reachable, 0 while not (what is in service is kept)",
                 registry=r,
             )  # fmt: skip
+        self.clock_skew = Gauge(
+            "acme_agent_clock_skew_seconds",
+            "How far this host's clock is ahead of the CA's (behind: negative), when a new "
+            "certificate was due at once by it (0: fine)", registry=r,
+        )  # fmt: skip
         self.last_run = Gauge(
             "acme_agent_last_run_timestamp_seconds",
             "When the agent last checked its certificates (Unix time)", registry=r,

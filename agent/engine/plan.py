@@ -12,6 +12,7 @@ import os
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 from ..config.types import CertificateConfig
 from ..model import AriState, CertFacts, CertRecord, Outcome, Plan, Status, facts
@@ -19,6 +20,7 @@ from ..policy import renewal
 from ..store import ari
 from ..store.attempts import revoked_serial
 from ..store.certs import Store
+from ..store.skew import SKEW_LIMIT, clear_skew, load_skew, save_skew
 
 # Jitter differs between hosts (and certificates) but is stable across runs.
 HOST = socket.gethostname()
@@ -136,13 +138,13 @@ class Planner:
             return None
         if "changed" in plan.reason:
             return None
-        folder = self.store.live_folder(cert.name)
-        try:
-            last = datetime.fromtimestamp(os.stat(folder).st_mtime, UTC) if folder else None
-        except OSError:
-            return None
+        last = current.installed or self._folder_time(cert.name)
         spacing = renewal.min_order_interval(current.not_after - current.not_before)
         now = self.clock()
+        if load_skew(self.store) is not None and not _fits(current, now):
+            return _held(cert, "this host's clock is off from the CA's (check says by how much): "
+                         "every certificate would be due the moment it is issued; fix the clock "
+                         "(NTP), or order anyway with renew --force", spacing)  # fmt: skip
         if last is None or now - last >= spacing:
             return None
         wait = last + spacing - now
@@ -151,14 +153,60 @@ class Planner:
             f"order for {_span(wait)} (at most one per {_span(spacing)}): check renew_before "
             "and this host's clock, or order now with renew --force"
         )
-        log.warning("%s: %s", cert.name, detail, extra={"cert": cert.name,
-                                                        "error_type": "too-soon"})  # fmt: skip
-        return Outcome(cert.name, Status.FAILED, detail, retry_after=wait.total_seconds(),
-                       error_type="too-soon")  # fmt: skip
+        return _held(cert, detail, wait)
+
+    def _folder_time(self, name: str) -> datetime | None:
+        folder = self.store.live_folder(name)
+        try:
+            return datetime.fromtimestamp(os.stat(folder).st_mtime, UTC) if folder else None
+        except OSError:
+            return None
+
+
+def _fits(current: CertRecord, now: datetime) -> bool:
+    """Is ``now`` inside the certificate's validity (by this host's clock)?"""
+    return current.not_before <= now < current.not_after
+
+
+def _held(cert: CertificateConfig, detail: str, wait: timedelta) -> Outcome:
+    log.warning("%s: %s", cert.name, detail, extra={"cert": cert.name, "error_type": "too-soon"})
+    return Outcome(cert.name, Status.FAILED, detail, retry_after=wait.total_seconds(),
+                   error_type="too-soon")  # fmt: skip
 
 
 def _span(delta: timedelta) -> str:
     seconds = max(0, int(delta.total_seconds()))
+    if seconds >= 86400:
+        return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60}m"
     return f"{seconds // 60}m{seconds % 60}s" if seconds >= 60 else f"{seconds}s"
+
+
+def check_clock(
+    store: Store, planner: Planner, cert: CertificateConfig, ca_date: str | None, now: datetime
+) -> None:
+    """After an issuance: is the new certificate already due by our clock? Then compare
+    our clock with the CA's (its last ``Date``): beyond SKEW_LIMIT it is said (log,
+    ``clock-skew.json`` for check and the metric); the spacing of orders
+    (:meth:`Planner.held_back`) keeps it from becoming a loop meanwhile."""
+    current = store.record(cert.name)
+    plan = planner.plan(cert, current, offline=True)
+    try:
+        theirs = parsedate_to_datetime(ca_date) if ca_date else None
+    except (TypeError, ValueError):
+        theirs = None
+    if plan.reason is None or theirs is None or theirs.tzinfo is None:
+        if plan.reason is None:
+            clear_skew(store)
+        return
+    skew = (now - theirs).total_seconds()
+    if abs(skew) < SKEW_LIMIT.total_seconds():
+        return  # the clock is right: renew_before (or the CA's window) does not fit
+    side = "ahead of" if skew > 0 else "behind"
+    log.error("%s: this host's clock is %s %s the CA's (its Date: %s): the certificate it "
+              "just issued is already due by this clock; fix the clock (NTP). Meanwhile at "
+              "most one order per certificate every few minutes", cert.name,
+              _span(timedelta(seconds=abs(skew))), side, ca_date,
+              extra={"cert": cert.name, "error_type": "clock-skew"})  # fmt: skip
+    save_skew(store, skew, now)

@@ -34,10 +34,11 @@ from ..model import (
 from ..store import ari
 from ..store.attempts import record_attempt
 from ..store.certs import Store
+from ..store.skew import clear_skew
 from .backend import CertBackend, Claim, LocalBackend, open_backend
 from .deployment import deploy_pending, pending_deployments
 from .hooks import run_post_hook, run_pre_hook
-from .plan import Planner
+from .plan import Planner, check_clock
 
 if TYPE_CHECKING:
     from ..acme.client import AcmeClient
@@ -131,6 +132,8 @@ class Renewer:
         the post hook. The pre hook runs once, before the first issuance or deployment."""
         run = RunContext()
         outcomes = self._process_all(certs, run, force)
+        if any(o.status == Status.UNCHANGED for o in outcomes.values()):
+            clear_skew(self.store)  # a certificate not due by our clock: the clock is right
         if self.dry_run:
             return list(outcomes.values())  # nothing deployed, no hooks
         pending = pending_deployments(self.store, certs, outcomes)
@@ -244,10 +247,41 @@ class Renewer:
             if outcome.status == Status.UNCHANGED and adopted is not None:
                 return adopted
             return outcome
-        except (ConfigError, AccountError):
-            raise  # the whole run is misconfigured (e.g. EAB): stop, exit 2
+        except AccountError as err:
+            if cert.name not in run.account_retried and self._recover_account(err, run):
+                run.account_retried.add(cert.name)
+                return self._process(cert, run, force, due)  # once per certificate
+            self._report(_failed(cert, err))  # status, check and the metrics show it
+            raise  # the account cannot be used (e.g. EAB): stop, exit 2
+        except ConfigError:
+            raise  # the whole run is misconfigured: stop, exit 2
         except Exception as err:
             return _failed(cert, err)
+
+    def _recover_account(self, err: AccountError, run: RunContext) -> bool:
+        """The CA lost the account (accountDoesNotExist; a deactivated or revoked account,
+        e.g. AWS ACM's RevokeAcmeAccount): set it aside and register a new one with the
+        configured EAB credentials, once per run. True: try again (another certificate of
+        the run may have done it already)."""
+        if err.problem_type != "accountDoesNotExist" or self.dry_run:
+            return False
+        if self.backend.cluster is not None:
+            return False  # the fleet's account: `account deactivate` on one host handles it
+        with self._client_lock:
+            if run.account_recovered:
+                return self._client is None or self._client.account_uri is not None
+            run.account_recovered = True
+            from .accounts import set_aside
+
+            stored = self.store.load_account(self.config.acme.directory)
+            if stored is not None:
+                set_aside(self.store, self.config.acme.directory)
+            self._client = None
+            run.client_error = None
+        log.warning("the CA no longer knows the ACME account %s (%s); set aside, registering "
+                    "a new account with the configured EAB credentials",
+                    stored.uri if stored else "?", err)  # fmt: skip
+        return True
 
     def _renew_claimed(
         self, cert: CertificateConfig, run: RunContext, force: bool, claim: Claim
@@ -279,7 +313,9 @@ class Renewer:
                 cert.name, Status.DRY_RUN, detail, None, issued.chain.cert.not_valid_after_utc
             )
         claim.publish(issued.key_pem, issued.chain)
-        return self._install(cert, plan, issued, client.account_uri or "")
+        outcome = self._install(cert, plan, issued, client.account_uri or "")
+        check_clock(self.store, self.planner, cert, client.poster.last_date, self.clock())
+        return outcome
 
     def _install(
         self, cert: CertificateConfig, plan: Plan, issued: Issued, account: str

@@ -31,6 +31,10 @@ def gather(
     return statuses
 
 
+# error types of a failed attempt that need new account credentials: check says CRITICAL.
+ACCOUNT_ERRORS = frozenset({"AccountError", "externalAccountRequired", "accountDoesNotExist"})
+
+
 def _one(planner: Planner, cert: CertificateConfig, now: datetime) -> CertStatus:
     store = planner.store
     current = store.record(cert.name)
@@ -62,6 +66,7 @@ def _status(
         "last_attempt": attempt.at if attempt else None,
         "last_result": attempt.result if attempt else None,
         "last_error": attempt.detail if attempt and attempt.failed else None,
+        "account_error": bool(attempt and attempt.failed and attempt.error_type in ACCOUNT_ERRORS),
     }
     if current is None:
         empty = dict.fromkeys(("key_type", "issuer", "serial", "not_before", "not_after"))

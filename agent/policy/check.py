@@ -59,11 +59,16 @@ def evaluate(
     warn: Threshold | None = None,
     crit: Threshold | None = None,
     file_errors: Sequence[str] = (),
+    clock_skew: float | None = None,
 ) -> tuple[int, str]:
     """Nagios-style: (0 OK | 1 WARNING | 2 CRITICAL, one line naming what is at fault and
     why: the CA's or the configuration's own words where there are some). ``file_errors``:
     files of certs_dir in error that are no certificate's (e.g. a second file for a name)."""
     critical: list[str] = []
+    if clock_skew is not None:
+        side = "ahead of" if clock_skew > 0 else "behind"
+        critical.append(f"this host's clock is {human(abs(clock_skew))} {side} the CA's: fix it "
+                        "(NTP); renewals are held back meanwhile")  # fmt: skip
     warning = [f"configuration file in error: {_reason(m, '')}" for m in file_errors]
     for s in statuses:
         failed = f" (last attempt failed: {_reason(s.last_error, s.name)})" if s.last_error else ""
@@ -75,6 +80,8 @@ def evaluate(
             critical.append(f"{s.name} expired{failed}")
         elif s.revoked:
             critical.append(f"{s.name}: the certificate in service was revoked{failed}")
+        elif s.account_error:
+            critical.append(f"{s.name} cannot be renewed: {_reason(s.last_error, s.name)}")
         elif s.damaged:
             critical.append(f"{s.name}: the certificate in service is damaged ({s.damaged}); "
                             "the next renew repairs it from the archive")  # fmt: skip

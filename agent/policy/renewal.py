@@ -94,7 +94,7 @@ def _short(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
-            return f"{seconds / size:.3g}{unit}"
+            return f"{round(seconds / size)}{unit}"
     return f"{seconds}s"
 
 

@@ -29,6 +29,7 @@ import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -63,7 +64,8 @@ def _facts_of(name: str, chain: keys.IssuedChain, key_pem: bytes, account: str) 
     cert = chain.cert
     key_type = keys.key_type_of(keys.load_key_pem(key_pem))
     live = LiveCertificate(name, "", cert, frozenset(keys.dns_names(cert)), key_type)
-    return dataclasses.replace(record_of(live), account=account).to_json()
+    record = record_of(live)
+    return dataclasses.replace(record, account=account, installed=datetime.now(UTC)).to_json()
 
 
 def file_stats(folder: Path) -> dict[str, list[int]]:

@@ -136,13 +136,14 @@ def _record_stats(store: Store, name: str, folder: Path) -> None:
         cert = x509.load_pem_x509_certificate((folder / "cert.pem").read_bytes())
         key = keys.load_key_pem((folder / "privkey.pem").read_bytes())
         try:
-            account = str(json.loads((folder / FACTS).read_bytes()).get("account", ""))
-        except (OSError, ValueError, AttributeError):
-            account = ""
+            old = json.loads((folder / FACTS).read_bytes())
+            kept = {k: str(old[k]) for k in ("account", "installed") if old.get(k)}
+        except (OSError, ValueError, AttributeError, TypeError):
+            kept = {}
         live = LiveCertificate(name, folder.name, cert, frozenset(keys.dns_names(cert)),
                                keys.key_type_of(key))  # fmt: skip
         facts = json.loads(record_of(live).to_json())
-        facts.update({"files": file_stats(folder), **({"account": account} if account else {})})
+        facts.update({"files": file_stats(folder), **kept})
         write_file_atomic(folder / FACTS, json.dumps(facts).encode(), 0o600)
     except (OSError, ValueError, TypeError, StoreError) as err:
         log.debug("%s: facts not rebuilt: %s", folder, err)
