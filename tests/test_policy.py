@@ -126,6 +126,8 @@ def test_backoff_grows_caps_and_respects_time_left() -> None:
     assert backoff(10, timedelta(hours=20), 0.5, lifetime) == timedelta(minutes=5)
     assert backoff(10, timedelta(days=2), 0.5, lifetime) == timedelta(hours=4)
     assert backoff(1, timedelta(seconds=-4), 0.5, lifetime) == timedelta(minutes=1)
+    # Minutes before expiry: still every few minutes, not a share of what is left.
+    assert backoff(5, timedelta(minutes=20), 0.5, lifetime) == timedelta(minutes=5)
     assert backoff(1, timedelta(seconds=1), 0.5) == timedelta(seconds=5)
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 import josepy as jose
@@ -164,6 +165,22 @@ class AcmeClient:
         if (problem := retry_after_problem(asked, now)) is not None:
             log.warning("%s: %s: %s", self.directory_url, during, problem)
         return retry_after_seconds(asked, now)
+
+    def ca_time(self) -> datetime | None:
+        """The CA's clock: the ``Date`` of a HEAD newNonce (None when it sends none)."""
+
+        def step() -> datetime | None:
+            url = self._directory()["newNonce"]
+            response = self.poster.send("HEAD", url)
+            self.poster.nonces.add(response.headers.get("Replay-Nonce"))
+            date = response.headers.get("Date")
+            try:
+                when = parsedate_to_datetime(date) if date else None
+            except (TypeError, ValueError):
+                return None
+            return when if when is not None and when.tzinfo is not None else None
+
+        return self._call(step, "asking the CA for its time")
 
     # -- account ------------------------------------------------------------------------
     def requires_eab(self) -> bool:

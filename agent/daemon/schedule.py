@@ -175,10 +175,17 @@ class Schedule:
             return
         when = plan.next_time or now
         damage = integrity.suspect(self.planner.store, cert.name)
-        if damage is not None and self._suspected.get(cert.name) != damage:
+        if damage in (None, integrity.LEGACY):  # nothing to compare yet is no damage
+            self._suspected.pop(cert.name, None)
+            damage = None
+        elif self._suspected.get(cert.name) != damage:
             self._suspected[cert.name] = damage  # once per damage: no loop if it stays
             log.warning("%s: %s; a worker checks and repairs it now", cert.name, damage)
             when = now
+        else:
+            damage = None  # said and sent to a worker already
+        if damage is not None:
+            pass
         elif plan.ari is not None and plan.ari.supported and plan.ari.next_check < when:
             when = plan.ari.next_check  # a worker run refreshes the CA's renewal information
         elif record is not None and plan.ari is None and self._ari_unknown(record, now):

@@ -247,6 +247,7 @@ class Daemon:
                 name, self.store.record(name), state.next_run if state else None,
                 None if attempt is None or attempt.result == "revoked" else not attempt.failed,
             )  # fmt: skip
+        self.metrics.clock_skew.set(load_skew(self.store) or 0)
         self.metrics.last_run.set(time.time())
 
     # -- reload -------------------------------------------------------------------------
@@ -320,7 +321,6 @@ class Daemon:
                           problem.name, extra=fields)  # fmt: skip
         if self.metrics is not None:
             self.metrics.config_errors.set(len(self.config.problems))
-            self.metrics.clock_skew.set(load_skew(self.store) or 0)
 
     def run(self) -> int:
         self._install_signals()

@@ -25,6 +25,26 @@ from watchdog.observers import Observer
 
 log = logging.getLogger(__name__)
 
+
+class _WatchdogNoise(logging.Filter):
+    """watchdog's own lines: its DEBUG "in-event" lines would, with -v and a log file in a
+    watched folder, be an event each (a loop); and stopping an observer while an event is
+    queued logs an ERROR that means nothing to an operator."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG and "called when the thread is inactive" not in (
+            record.getMessage()
+        )
+
+
+for _name in (
+    "watchdog.observers.inotify",
+    "watchdog.observers.inotify_buffer",
+    "watchdog.observers.inotify_c",
+    "watchdog.observers.inotify_move_event_grouper",
+):
+    logging.getLogger(_name).addFilter(_WatchdogNoise())  # fmt: skip
+
 # Coalesce bursts of file events (editors write several times) into one reload.
 RELOAD_DEBOUNCE = 0.5
 # watchdog event types that mean a file changed (it also reports files opened and closed

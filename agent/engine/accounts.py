@@ -60,6 +60,27 @@ def _open_shared(acme: AcmeConfig, store: Store, cluster: RedisCluster) -> AcmeC
         return client
 
 
+def forget_lost(store: Store, client: AcmeClient, err: Exception) -> bool:
+    """The CA answered ``err`` (accountDoesNotExist) for ``client``'s account: make sure (an
+    onlyReturnExisting look-up must not find it either) and, under the accounts' lock, set
+    the stored account aside if it is still that one (another process may have registered
+    a new one meanwhile). True when the next client registers (or finds) a new one."""
+    lost = client.account_uri
+    try:
+        client.find_account()
+        return False  # the CA knows it after all: the error was about something else
+    except CAError as again:
+        if again.problem_type != "accountDoesNotExist":
+            return False
+    with store.lock("_accounts"):
+        stored = store.load_account(client.directory_url)
+        if stored is not None and stored.uri == lost:
+            set_aside(store, client.directory_url)
+    log.warning("the CA no longer knows the ACME account %s (%s); set aside, registering a new "
+                "account with the configured EAB credentials", lost, err)  # fmt: skip
+    return True
+
+
 def thumbprint(key: jose.JWK) -> str:
     """RFC 7638, base64url: what every other ACME tool prints, and what the fleet's
     responders answer HTTP-01 tokens with."""

@@ -8,10 +8,9 @@ renewer passes ``refresh``), so planning never loads the protocol stack by itsel
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 from ..config.types import CertificateConfig
@@ -20,7 +19,7 @@ from ..policy import renewal
 from ..store import ari
 from ..store.attempts import revoked_serial
 from ..store.certs import Store
-from ..store.skew import SKEW_LIMIT, clear_skew, load_skew, save_skew
+from ..store.skew import SKEW_LIMIT, clear_skew, save_skew
 
 # Jitter differs between hosts (and certificates) but is stable across runs.
 HOST = socket.gethostname()
@@ -138,14 +137,12 @@ class Planner:
             return None
         if "changed" in plan.reason:
             return None
-        last = current.installed or self._folder_time(cert.name)
+        last = current.installed  # set by this host's own orders only
         spacing = renewal.min_order_interval(current.not_after - current.not_before)
         now = self.clock()
-        if load_skew(self.store) is not None and not _fits(current, now):
-            return _held(cert, "this host's clock is off from the CA's (check says by how much): "
-                         "every certificate would be due the moment it is issued; fix the clock "
-                         "(NTP), or order anyway with renew --force", spacing)  # fmt: skip
-        if last is None or now - last >= spacing:
+        if last is None or last > now or now >= current.not_after:
+            return None  # unknown, from a clock that was ahead, or expired: never held
+        if now - last >= spacing:
             return None
         wait = last + spacing - now
         detail = (
@@ -155,17 +152,19 @@ class Planner:
         )
         return _held(cert, detail, wait)
 
-    def _folder_time(self, name: str) -> datetime | None:
-        folder = self.store.live_folder(name)
-        try:
-            return datetime.fromtimestamp(os.stat(folder).st_mtime, UTC) if folder else None
-        except OSError:
+    def held_for_clock(self, cert: CertificateConfig, measured: float | None) -> Outcome | None:
+        """While this host's clock was found off from the CA's: ``measured`` is the skew
+        just measured again (None: the CA gave no Date). Within SKEW_LIMIT it is cleared
+        and orders go on; else nothing is ordered (--force aside)."""
+        if measured is not None and abs(measured) < SKEW_LIMIT.total_seconds():
+            clear_skew(self.store)
+            log.info("this host's clock agrees with the CA's again; orders go on")
             return None
-
-
-def _fits(current: CertRecord, now: datetime) -> bool:
-    """Is ``now`` inside the certificate's validity (by this host's clock)?"""
-    return current.not_before <= now < current.not_after
+        side = "ahead of" if (measured or 0) >= 0 else "behind"
+        off = f"{_span(timedelta(seconds=abs(measured)))} {side}" if measured else "off from"
+        return _held(cert, f"this host's clock is {off} the CA's: every certificate would be due "
+                     "the moment it is issued; fix the clock (NTP), or order anyway with "
+                     "renew --force", timedelta(minutes=5))  # fmt: skip
 
 
 def _held(cert: CertificateConfig, detail: str, wait: timedelta) -> Outcome:

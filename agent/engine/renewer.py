@@ -34,7 +34,7 @@ from ..model import (
 from ..store import ari
 from ..store.attempts import record_attempt
 from ..store.certs import Store
-from ..store.skew import clear_skew
+from ..store.skew import load_skew
 from .backend import CertBackend, Claim, LocalBackend, open_backend
 from .deployment import deploy_pending, pending_deployments
 from .hooks import run_post_hook, run_pre_hook
@@ -132,8 +132,6 @@ class Renewer:
         the post hook. The pre hook runs once, before the first issuance or deployment."""
         run = RunContext()
         outcomes = self._process_all(certs, run, force)
-        if any(o.status == Status.UNCHANGED for o in outcomes.values()):
-            clear_skew(self.store)  # a certificate not due by our clock: the clock is right
         if self.dry_run:
             return list(outcomes.values())  # nothing deployed, no hooks
         pending = pending_deployments(self.store, certs, outcomes)
@@ -182,13 +180,18 @@ class Renewer:
                 pool.shutdown(wait=True, cancel_futures=True)
         return {cert.name: done[cert.name] for cert in certs}
 
-    def _verify_live(self, name: str) -> None:
-        """The live set is what was installed, or is repaired from the archive now."""
-        from ..store.integrity import verify
+    def _verify_live(self, name: str) -> bool:
+        """The live set is what was installed, or is repaired from the archive now (under
+        the certificate's lock: another process may be installing). True: nothing intact
+        is left, a new certificate must be ordered."""
+        from ..store.integrity import suspect, verify
 
-        repair = verify(self.store, name)
+        if suspect(self.store, name) is None:
+            return False
+        with self.store.lock(name):
+            repair = verify(self.store, name)
         if repair is None:
-            return
+            return False
         if repair.version is not None:
             log.warning("%s: the certificate in service was damaged (%s); restored version %s "
                         "from the archive (no new order)", name, repair.damage, repair.version,
@@ -197,6 +200,7 @@ class Renewer:
             log.error("%s: the certificate in service was damaged (%s) and no archive version is "
                       "intact; ordering a new one", name, repair.damage,
                       extra={"cert": name, "error_type": "damaged"})  # fmt: skip
+        return repair.version is None
 
     def _not_due(self, cert: CertificateConfig) -> Outcome | bool:
         """The "unchanged" outcome of a certificate that is not due; True when it is due;
@@ -232,8 +236,8 @@ class Renewer:
 
     def _process(self, cert: CertificateConfig, run: RunContext, force: bool, due: bool) -> Outcome:
         try:
-            if not self.dry_run:
-                self._verify_live(cert.name)
+            if not self.dry_run and self._verify_live(cert.name):
+                force = True  # nothing intact to restore: a new certificate
             adopted = self.claims.adopt(cert)
             if not (force or due):  # the common case, nothing due: decided without a lock
                 unchanged = self.planner.unchanged_now(cert, self.store.record(cert.name))
@@ -259,28 +263,23 @@ class Renewer:
             return _failed(cert, err)
 
     def _recover_account(self, err: AccountError, run: RunContext) -> bool:
-        """The CA lost the account (accountDoesNotExist; a deactivated or revoked account,
-        e.g. AWS ACM's RevokeAcmeAccount): set it aside and register a new one with the
-        configured EAB credentials, once per run. True: try again (another certificate of
-        the run may have done it already)."""
+        """The CA lost the account (accountDoesNotExist; deactivated or revoked outside the
+        agent, e.g. AWS ACM's RevokeAcmeAccount): set it aside and register a new one with
+        the configured EAB credentials, once per run (:func:`.accounts.forget_lost`).
+        True: try again (another certificate of the run may have done it already)."""
         if err.problem_type != "accountDoesNotExist" or self.dry_run:
             return False
         if self.backend.cluster is not None:
             return False  # the fleet's account: `account deactivate` on one host handles it
+        from .accounts import forget_lost
+
         with self._client_lock:
             if run.account_recovered:
-                return self._client is None or self._client.account_uri is not None
+                return True
             run.account_recovered = True
-            from .accounts import set_aside
-
-            stored = self.store.load_account(self.config.acme.directory)
-            if stored is not None:
-                set_aside(self.store, self.config.acme.directory)
-            self._client = None
-            run.client_error = None
-        log.warning("the CA no longer knows the ACME account %s (%s); set aside, registering "
-                    "a new account with the configured EAB credentials",
-                    stored.uri if stored else "?", err)  # fmt: skip
+            if self._client is None or not forget_lost(self.store, self._client, err):
+                return False
+            self._client, run.client_error = None, None
         return True
 
     def _renew_claimed(
@@ -295,6 +294,10 @@ class Renewer:
             return unchanged
         if not (force or self.dry_run) and (held := self.planner.held_back(cert, current, plan)):
             return held  # due again too soon: a loop in the making, not an order
+        if not (force or self.dry_run) and load_skew(self.store) is not None:
+            measured = _measure_skew(self.client(run), self.clock())
+            if (held := self.planner.held_for_clock(cert, measured)) is not None:
+                return held
         log.info("%s: obtaining a certificate for %s (%s)", cert.name, ", ".join(cert.domains),
                  plan.reason, extra={"cert": cert.name, "domains": list(cert.domains)})  # fmt: skip
         if not self.dry_run:
@@ -321,7 +324,7 @@ class Renewer:
         self, cert: CertificateConfig, plan: Plan, issued: Issued, account: str
     ) -> Outcome:
         chain = issued.chain
-        folder = self.store.install(cert.name, issued.key_pem, chain, account)
+        folder = self.store.install(cert.name, issued.key_pem, chain, account, self.clock())
         not_after = chain.cert.not_valid_after_utc
         record = self.store.record(cert.name)
         if record is not None:  # the new certificate's renewal information, while connected
@@ -380,7 +383,16 @@ def _failed(cert: CertificateConfig, err: Exception) -> Outcome:
             f"{cert.name}: internal error ({type(err).__name__}: {err}); please report "
             "it with the output of -vv"
         )
-    kind = err.problem_type if isinstance(err, CAError) else type(err).__name__
+    kind = (err.problem_type if isinstance(err, CAError) else "") or type(err).__name__
     log.error("%s", err, extra={"cert": cert.name, "error_type": kind})
     wait = err.retry_after if isinstance(err, CAError) else None
     return Outcome(cert.name, Status.FAILED, str(err), retry_after=wait, error_type=kind)
+
+
+def _measure_skew(client: AcmeClient, now: datetime) -> float | None:
+    """Seconds this host's clock is ahead of the CA's now (a HEAD of newNonce)."""
+    try:
+        theirs = client.ca_time()
+    except AgentError:
+        return None
+    return (now - theirs).total_seconds() if theirs is not None else None

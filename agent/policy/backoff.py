@@ -40,11 +40,11 @@ def backoff(
         failures, FIRST_BACKOFF.total_seconds(), MAX_BACKOFF.total_seconds(), rand, BACKOFF_JITTER
     )
     delay = timedelta(seconds=seconds)
-    if time_left > timedelta(0):
-        delay = min(delay, time_left * BACKOFF_SHARE_OF_TIME_LEFT)
     urgent = lifetime is not None and (
         time_left <= timedelta(0) or time_left < lifetime * URGENT_SHARE
     )
-    if urgent:
-        delay = min(delay, URGENT_BACKOFF * (1 - BACKOFF_JITTER + 2 * BACKOFF_JITTER * rand))
+    if urgent:  # no share of the (tiny) time left: that would be a retry every few seconds
+        return min(delay, URGENT_BACKOFF * (1 - BACKOFF_JITTER + 2 * BACKOFF_JITTER * rand))
+    if time_left > timedelta(0):
+        delay = min(delay, time_left * BACKOFF_SHARE_OF_TIME_LEFT)
     return max(delay, MIN_BACKOFF)

@@ -29,7 +29,7 @@ import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -58,14 +58,16 @@ PEM_FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
 _VERSION_RE = re.compile(r"\A\d{4,}\Z")
 
 
-def _facts_of(name: str, chain: keys.IssuedChain, key_pem: bytes, account: str) -> bytes:
+def _facts_of(
+    name: str, chain: keys.IssuedChain, key_pem: bytes, account: str, installed: datetime | None
+) -> bytes:
     from .. import keys
 
     cert = chain.cert
     key_type = keys.key_type_of(keys.load_key_pem(key_pem))
     live = LiveCertificate(name, "", cert, frozenset(keys.dns_names(cert)), key_type)
     record = record_of(live)
-    return dataclasses.replace(record, account=account, installed=datetime.now(UTC)).to_json()
+    return dataclasses.replace(record, account=account, installed=installed).to_json()
 
 
 def file_stats(folder: Path) -> dict[str, list[int]]:
@@ -204,14 +206,19 @@ class Store:
         )
 
     def install(
-        self, name: str, key_pem: bytes, chain: keys.IssuedChain, account: str = ""
-    ) -> Path:
+        self, name: str, key_pem: bytes, chain: keys.IssuedChain, account: str = "",
+        ordered: datetime | None = None,
+    ) -> Path:  # fmt: skip
         """Archive a new issuance and make it live in one atomic step; returns its folder.
-        ``account``: the ACME account that ordered it (kept in its facts)."""
+        ``account``: the ACME account that ordered it; ``ordered``: when this host ordered
+        it, by its clock (both kept in its facts; None for an import or the fleet's)."""
         with SWAP_LOCK:
-            return self._install(name, key_pem, chain, account)
+            return self._install(name, key_pem, chain, account, ordered)
 
-    def _install(self, name: str, key_pem: bytes, chain: keys.IssuedChain, account: str) -> Path:
+    def _install(
+        self, name: str, key_pem: bytes, chain: keys.IssuedChain, account: str,
+        ordered: datetime | None,
+    ) -> Path:  # fmt: skip
         archive = self.private_dir("archive", name)
         self._remove_leftovers(archive)
         staging = archive / f"{TMP_PREFIX}{secrets.token_hex(6)}"
@@ -226,7 +233,7 @@ class Store:
                 write_file_atomic(staging / filename, data, mode)
             # Last: with the files' sizes and mtimes, so each run can see cheaply that they
             # are still what was installed (agent/store/integrity.py).
-            facts = json.loads(_facts_of(name, chain, key_pem, account))
+            facts = json.loads(_facts_of(name, chain, key_pem, account, ordered))
             facts["files"] = file_stats(staging)
             write_file_atomic(staging / FACTS, json.dumps(facts).encode(), 0o600)
             final = archive / self._next_version(archive)

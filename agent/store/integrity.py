@@ -32,15 +32,22 @@ _VERSION_RE = re.compile(r"\A\d{4,}\Z")
 @dataclass(frozen=True)
 class Repair:
     """What was wrong with a live set and what was done: ``version`` the archive version
-    now in service, or None when none was intact (a new certificate must be ordered)."""
+    now in service, or None when none was intact (a new certificate must be ordered; the
+    broken link stays until the new one replaces it)."""
 
     damage: str
     version: str | None
 
 
+# suspect(): facts.json from before file stats were recorded (an upgrade): checked in full
+# once by the next renew, quietly, and recorded; not damage.
+LEGACY = "no file stats recorded yet"
+
+
 def suspect(store: Store, name: str) -> str | None:
     """Why ``live/<name>`` may be damaged (None: it looks as installed, or there is no
-    certificate at all). Stats only: cheap, and no cryptography (the daemon calls it)."""
+    certificate at all; LEGACY: nothing recorded to compare with). Stats only: cheap, and
+    no cryptography (the daemon calls it)."""
     link = store.live_dir(name)
     try:
         info = os.lstat(link)
@@ -51,16 +58,21 @@ def suspect(store: Store, name: str) -> str | None:
     if not stat.S_ISLNK(info.st_mode):
         return f"{link} is not a link to an archive version"
     folder = store.live_folder(name)
-    assert folder is not None
+    if folder is None:
+        return None  # removed meanwhile (another process replaces it)
     try:
         recorded = json.loads((folder / FACTS).read_bytes()).get("files")
     except (OSError, ValueError, AttributeError):
         recorded = None
     try:
         found = file_stats(folder)
+    except FileNotFoundError as err:
+        return f"{folder}: {err.filename and Path(err.filename).name} is missing"
     except OSError as err:
-        return f"{folder}: {err.filename and Path(err.filename).name} {err.strerror.lower()}"
-    if not isinstance(recorded, dict) or recorded != found:
+        return f"{folder}: {err.strerror}"
+    if recorded is None:
+        return LEGACY
+    if recorded != found:
         return f"{folder}: the files differ from what was installed"
     return None
 
@@ -80,43 +92,54 @@ def inspect(store: Store, name: str) -> str | None:
     if damage is None:
         return None
     folder = store.live_folder(name) if os.path.islink(store.live_dir(name)) else None
-    if folder is not None and (problem := _intact(folder)) is None:
+    try:
+        problem = _intact(folder) if folder is not None else damage
+    except StoreError:
+        return None  # cannot tell now (e.g. too many open files): not damage
+    if problem is None:
         return None  # only the recorded stats are stale
     return f"{damage} ({problem})" if folder is not None else damage
 
 
 def verify(store: Store, name: str) -> Repair | None:
-    """Look (cheaply), check (fully, when the look differs), and repair ``name``'s live set.
-    None: intact (facts.json's file stats refreshed when only they were stale)."""
+    """Look (cheaply), check (fully, when the look differs), and repair ``name``'s live set;
+    the caller holds the certificate's lock. None: intact (facts.json's file stats
+    recorded when only they were stale or missing). An I/O error that says nothing about
+    the files (EMFILE, EIO, EACCES) raises :class:`StoreError`: never taken for damage."""
     damage = suspect(store, name)
     if damage is None:
         return None
     folder = store.live_folder(name) if os.path.islink(store.live_dir(name)) else None
     if folder is not None and (problem := _intact(folder)) is None:
-        _record_stats(store, name, folder)  # e.g. touched, or by an older version
+        _record_stats(store, name, folder)  # touched, restored by tar, or an upgrade
         return None
     if folder is not None:
         damage = f"{damage} ({problem})"
-    version = _restore(store, name)
-    return Repair(damage, version)
+    return Repair(damage, _restore(store, name))
 
 
 def _intact(folder: Path) -> str | None:
     """What is wrong with an issuance folder (None: key and certificate match, the chain
-    parses, fullchain is certificate + chain)."""
+    parses, fullchain is certificate + chain). Raises StoreError for an I/O error other
+    than a missing file."""
     from cryptography import x509
 
     from .. import keys
 
     try:
         data = {n: (folder / n).read_bytes() for n in PEM_FILES}
+    except FileNotFoundError as err:
+        return f"{Path(err.filename or '?').name} is missing"
+    except IsADirectoryError as err:
+        return f"{Path(err.filename or '?').name} is not a file"
+    except OSError as err:
+        raise StoreError(describe(err, folder)) from None
+    try:
         chain = keys.split_chain(data["fullchain.pem"], str(folder))
         key = keys.load_key_pem(data["privkey.pem"])
         cert = x509.load_pem_x509_certificate(data["cert.pem"])
-    except (OSError, ValueError, TypeError) as err:
-        return f"unreadable: {getattr(err, 'strerror', None) or err}"
     except Exception as err:  # any damage (untrusted input)
-        return f"unreadable: {type(err).__name__}"
+        return f"unreadable: {getattr(err, 'args', [''])[0] or type(err).__name__}"
     if chain.cert_pem != data["cert.pem"] or chain.chain_pem != data["chain.pem"]:
         return "fullchain.pem is not cert.pem + chain.pem"
     if cert != chain.cert or not keys.public_key_matches(cert, key):
@@ -150,9 +173,10 @@ def _record_stats(store: Store, name: str, folder: Path) -> None:
 
 
 def _restore(store: Store, name: str) -> str | None:
-    """Point ``live/<name>`` at the newest intact archive version; set a live entry that is
-    not our link aside first. None when no version is intact (the broken link is removed:
-    the certificate counts as missing, so the next step orders one)."""
+    """Point ``live/<name>`` at an intact archive version: the one last deployed (what the
+    targets hold already, so nothing is rolled back there), else the newest. A live entry
+    that is not our link is set aside first. None when no version is intact (the caller
+    orders a new certificate; the link stays until that one replaces it)."""
     link = store.live_dir(name)
     if os.path.lexists(link) and not os.path.islink(link):
         aside = link.with_name(f".{name}.damaged-{datetime.now():%Y%m%dT%H%M%S}")
@@ -166,17 +190,18 @@ def _restore(store: Store, name: str) -> str | None:
     try:
         versions = sorted((e.name for e in os.scandir(archive) if _VERSION_RE.match(e.name)),
                           key=int, reverse=True)  # fmt: skip
-    except OSError:
+    except FileNotFoundError:
         versions = []
+    except OSError as err:
+        raise StoreError(describe(err, archive)) from None
+    deployed = store.deployed_version(name)
+    if deployed in versions:
+        versions.remove(deployed)
+        versions.insert(0, deployed)
     for version in versions:
         folder = archive / version
         if _intact(folder) is None:
             store.point_live(name, folder)
             _record_stats(store, name, folder)
             return version
-    if os.path.islink(link):
-        try:
-            os.unlink(link)
-        except OSError as err:
-            raise StoreError(describe(err, link)) from None
     return None
