@@ -10,11 +10,14 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from agent.cli.main import main
 from agent.localca import LocalCA
+from tests.faultproxy import FaultProxy
+from tests.redis_server import RedisServer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 # pebble 2.4 panics when a blocklist entry has more labels than a requested name, so
@@ -102,3 +105,36 @@ def cert_table(name: str, *domains: str, key_type: str | None = None) -> str:
 def setup(tmp_path: Path, pebble: LocalCA) -> Setup:
     """One certificate ("www") against the session pebble, standalone HTTP-01."""
     return write_config(tmp_path, pebble, cert_table("www", "www.example.com", "example.com"))
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on loopback, with a password (fleet-mode tests)."""
+    require_binary("redis-server", "redis-server")
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def proxy(tmp_path: Path, pebble: LocalCA) -> Iterator[FaultProxy]:
+    """The fault proxy in front of the session's pebble (tests/faultproxy.py)."""
+    server = FaultProxy(tmp_path / "proxy", pebble.directory_url, pebble.ca_bundle).start()
+    yield server
+    server.stop()
+
+
+def through(
+    tmp_path: Path, pebble: LocalCA, proxy: FaultProxy, certs: str | None = None, extra: str = ""
+) -> Setup:
+    """A configuration for pebble reached through ``proxy`` (one certificate "f" unless
+    ``certs`` says otherwise)."""
+    ca = SimpleNamespace(
+        eab_kid=pebble.eab_kid,
+        eab_hmac_key=pebble.eab_hmac_key,
+        directory_url=proxy.directory_url,
+        ca_bundle=proxy.ca_bundle,
+        http_port=pebble.http_port,
+    )
+    certs = cert_table("f", "f.example.com") if certs is None else certs
+    return write_config(tmp_path, ca, certs, acme_extra=extra)  # type: ignore[arg-type]

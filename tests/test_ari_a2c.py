@@ -176,24 +176,12 @@ def test_renewal_after_re_registration_sends_no_foreign_replaces(tmp_path: Path,
 
 
 def test_renewal_after_import_certbot(tmp_path: Path, a2c: Any) -> None:
-    import subprocess
-    import sys
-
     from agent.cli.main import main
+    from tests.certbot_run import certbot_certonly
 
-    letsencrypt = tmp_path / "letsencrypt"
-    certbot = [
-        str(Path(sys.executable).parent / "certbot"), "--config-dir", str(letsencrypt),
-        "--work-dir", str(tmp_path / "cb-work"), "--logs-dir", str(tmp_path / "cb-logs"),
-        "--server", a2c.directory_url, "--non-interactive",
-    ]  # fmt: skip
-    env = {**os.environ, "REQUESTS_CA_BUNDLE": str(a2c.ca_bundle)}
-    subprocess.run(
-        [*certbot, "certonly", "--standalone", "--http-01-port", "80", "--http-01-address",
-         "127.0.0.1", "-d", "cb.example.com", "--cert-name", "cb", "--agree-tos",
-         "-m", "ops@example.com", "--eab-kid", a2c.eab_kid, "--eab-hmac-key", a2c.eab_hmac_key],
-        check=True, capture_output=True, env=env, timeout=120,
-    )  # fmt: skip
+    letsencrypt = certbot_certonly(tmp_path, a2c.directory_url, a2c.ca_bundle, 80,
+                                   (a2c.eab_kid, a2c.eab_hmac_key), "cb", "cb.example.com",
+                                   email="ops@example.com")  # fmt: skip
     certs_dir = tmp_path / "certs.d"
     certs_dir.mkdir()
     setup = setup_for(tmp_path, a2c, "")

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,14 +36,6 @@ from tests.redis_server import RedisServer
 
 HOOK = Path(__file__).parent / "hook_recorder.py"
 SECRET = "b" * 44
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    require_binary("redis-server", "redis-server")
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
 
 
 def key_file(directory: Path) -> Path:

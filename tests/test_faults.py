@@ -4,37 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from agent.localca import LocalCA, free_port
 from tests.certs import make_chain
-from tests.conftest import Setup, cert_table, write_config
+from tests.conftest import through
 from tests.daemon_proc import DaemonProc
 from tests.faultproxy import Fault, FaultProxy
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def proxy(tmp_path: Path, pebble: LocalCA) -> Iterator[FaultProxy]:
-    server = FaultProxy(tmp_path / "proxy", pebble.directory_url, pebble.ca_bundle).start()
-    yield server
-    server.stop()
-
-
-def through(tmp_path: Path, pebble: LocalCA, proxy: FaultProxy, extra: str = "") -> Setup:
-    ca = SimpleNamespace(
-        eab_kid=pebble.eab_kid,
-        eab_hmac_key=pebble.eab_hmac_key,
-        directory_url=proxy.directory_url,
-        ca_bundle=proxy.ca_bundle,
-        http_port=pebble.http_port,
-    )
-    return write_config(tmp_path, ca, cert_table("f", "f.example.com"), acme_extra=extra)  # type: ignore[arg-type]
 
 
 def faulted(proxy: FaultProxy, kind: str) -> list[float]:

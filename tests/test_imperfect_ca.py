@@ -5,15 +5,10 @@ adds one, as a server that speaks RFC 9773 would)."""
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from cryptography import x509
@@ -21,31 +16,11 @@ from cryptography import x509
 from agent.acme.ari import ari_cert_id
 from agent.cli.main import main
 from agent.localca import LocalCA
-from tests.conftest import Setup, cert_table, write_config
+from tests.certbot_run import certbot_certonly
+from tests.conftest import Setup, cert_table, through
 from tests.faultproxy import Fault, FaultProxy
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def proxy(tmp_path: Path, pebble: LocalCA) -> Iterator[FaultProxy]:
-    server = FaultProxy(tmp_path / "proxy", pebble.directory_url, pebble.ca_bundle).start()
-    yield server
-    server.stop()
-
-
-def through(
-    tmp_path: Path, pebble: LocalCA, proxy: FaultProxy, certs: str | None = None, extra: str = ""
-) -> Setup:
-    ca = SimpleNamespace(
-        eab_kid=pebble.eab_kid,
-        eab_hmac_key=pebble.eab_hmac_key,
-        directory_url=proxy.directory_url,
-        ca_bundle=proxy.ca_bundle,
-        http_port=pebble.http_port,
-    )
-    certs = cert_table("f", "f.example.com") if certs is None else certs
-    return write_config(tmp_path, ca, certs, acme_extra=extra)  # type: ignore[arg-type]
 
 
 def cli(setup: Setup, *args: str) -> int:
@@ -185,20 +160,9 @@ def test_no_replaces_for_a_certificate_imported_from_certbot(
     tmp_path: Path, pebble: LocalCA, proxy: FaultProxy
 ) -> None:
     proxy.ari = "window"
-    letsencrypt = tmp_path / "letsencrypt"
-    certbot = [
-        str(Path(sys.executable).parent / "certbot"), "--config-dir", str(letsencrypt),
-        "--work-dir", str(tmp_path / "cb-work"), "--logs-dir", str(tmp_path / "cb-logs"),
-        "--server", proxy.directory_url, "--non-interactive",
-    ]  # fmt: skip
-    env = {**os.environ, "REQUESTS_CA_BUNDLE": str(proxy.ca_bundle)}
-    subprocess.run(
-        [*certbot, "certonly", "--standalone", "--http-01-port", str(pebble.http_port),
-         "--http-01-address", "127.0.0.1", "-d", "cb.example.com", "--cert-name", "cb",
-         "--agree-tos", "--register-unsafely-without-email",
-         "--eab-kid", pebble.eab_kid, "--eab-hmac-key", pebble.eab_hmac_key],
-        check=True, capture_output=True, env=env, timeout=120,
-    )  # fmt: skip
+    letsencrypt = certbot_certonly(tmp_path, proxy.directory_url, proxy.ca_bundle,
+                                   pebble.http_port, (pebble.eab_kid, pebble.eab_hmac_key),
+                                   "cb", "cb.example.com")  # fmt: skip
     certs_dir = tmp_path / "certs.d"
     certs_dir.mkdir()
     setup = through(tmp_path, pebble, proxy, certs="")

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +19,7 @@ from agent.localca import LocalCA
 from agent.model import CertStatus
 from agent.policy.check import CRITICAL, OK, WARNING, evaluate
 from agent.store.certs import Store
+from tests.certbot_run import certbot_certonly
 from tests.conftest import Setup, cert_table, write_config
 
 pytestmark = pytest.mark.integration
@@ -186,24 +184,9 @@ def test_account_show_rollover_deactivate(
 def test_import_certbot_lineage_without_reissue(
     tmp_path: Path, pebble: LocalCA, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    letsencrypt = tmp_path / "letsencrypt"
-    certbot = [
-        str(Path(sys.executable).parent / "certbot"), "--config-dir", str(letsencrypt),
-        "--work-dir", str(tmp_path / "cb-work"), "--logs-dir", str(tmp_path / "cb-logs"),
-        "--server", pebble.directory_url, "--non-interactive",
-    ]  # fmt: skip
-    env = {**os.environ, "REQUESTS_CA_BUNDLE": str(pebble.ca_bundle)}
-    subprocess.run(
-        [*certbot, "register", "--agree-tos", "--register-unsafely-without-email",
-         "--eab-kid", pebble.eab_kid, "--eab-hmac-key", pebble.eab_hmac_key],
-        check=True, capture_output=True, env=env, timeout=120,
-    )  # fmt: skip
-    subprocess.run(
-        [*certbot, "certonly", "--standalone", "--http-01-port", str(pebble.http_port),
-         "--http-01-address", "127.0.0.1", "-d", "legacy.example.com", "-d", "old.example.com",
-         "--cert-name", "legacy"],
-        check=True, capture_output=True, env=env, timeout=120,
-    )  # fmt: skip
+    letsencrypt = certbot_certonly(tmp_path, pebble.directory_url, pebble.ca_bundle,
+                                   pebble.http_port, (pebble.eab_kid, pebble.eab_hmac_key),
+                                   "legacy", "legacy.example.com", "old.example.com")  # fmt: skip
     certs_dir = tmp_path / "certs.d"
     certs_dir.mkdir()
     setup = write_config(tmp_path, pebble, "")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,6 @@ from tests.redis_server import RedisServer
 from tests.test_cluster import Host, make_host
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    require_binary("redis-server", "redis-server")
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
 
 
 def attacker_redis(server: RedisServer) -> Any:
@@ -195,8 +186,8 @@ def test_a_redirect_of_a_signed_request_is_never_followed(
     nothing reached it)."""
     import socket
 
+    from tests.conftest import through
     from tests.faultproxy import Fault, FaultProxy
-    from tests.test_imperfect_ca import through
 
     with socket.socket() as trap:
         trap.bind(("127.0.0.2", 0))
@@ -222,8 +213,8 @@ def test_an_http_endpoint_in_the_directory_is_refused(
 ) -> None:
     import json
 
+    from tests.conftest import through
     from tests.faultproxy import Fault, FaultProxy
-    from tests.test_imperfect_ca import through
 
     def clear_text(body: bytes) -> bytes:
         directory = json.loads(body)
