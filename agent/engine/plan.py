@@ -175,6 +175,8 @@ def _held(cert: CertificateConfig, detail: str, wait: timedelta) -> Outcome:
 
 def _span(delta: timedelta) -> str:
     seconds = max(0, int(delta.total_seconds()))
+    if seconds >= 3600:  # to the nearest minute (a measured skew of 199d23h59m59s is 200d0h)
+        seconds = round(delta.total_seconds() / 60) * 60
     if seconds >= 86400:
         return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
     if seconds >= 3600:
