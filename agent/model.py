@@ -109,9 +109,10 @@ class CertRecord:
     not_before: datetime
     not_after: datetime
     issuer: str
-    # The ACME account that ordered it ("" when unknown: imported, or installed from the
-    # fleet): RFC 9773's ``replaces`` names only certificates of the account ordering.
-    account: str = ""
+    # The ACME account that ordered it ("": not this host's order: imported, or installed
+    # from the fleet; None: installed by a version that did not record it, taken for the
+    # account in use): RFC 9773's ``replaces`` names only certificates of that account.
+    account: str | None = None
     installed: datetime | None = None  # by this host's clock (the spacing of orders)
 
     @property
@@ -127,7 +128,7 @@ class CertRecord:
             "not_after": self.not_after.isoformat(),
             "issuer": self.issuer,
         }
-        if self.account:
+        if self.account is not None:
             data["account"] = self.account
         if self.installed is not None:
             data["installed"] = self.installed.isoformat()
@@ -140,7 +141,7 @@ class CertRecord:
             name, version, str(data["serial"]), frozenset(data["domains"]),
             str(data["key_type"]), datetime.fromisoformat(data["not_before"]),
             datetime.fromisoformat(data["not_after"]), str(data.get("issuer", "")),
-            str(data.get("account", "")),
+            str(data["account"]) if data.get("account") is not None else None,
             datetime.fromisoformat(data["installed"]) if data.get("installed") else None,
         )  # fmt: skip
 

@@ -97,6 +97,23 @@ def test_replaces_is_sent_when_the_ca_answered_ari_for_a_certificate_of_this_acc
     assert "replaces" not in orders[0] and orders[1]["replaces"] == ari_cert_id(first)
 
 
+def test_replaces_is_sent_for_a_certificate_of_an_older_version(
+    tmp_path: Path, pebble: LocalCA, proxy: FaultProxy
+) -> None:
+    """facts.json from before the ordering account was recorded: it is taken for the
+    account in use (a refusal would be retried without replaces anyway)."""
+    proxy.ari = "window"
+    setup = through(tmp_path, pebble, proxy)
+    assert setup.renew() == 0
+    first = live_cert(setup)
+    facts_path = setup.live("f") / "facts.json"
+    facts = json.loads(facts_path.read_text())
+    del facts["account"]
+    facts_path.write_text(json.dumps(facts))
+    assert setup.renew("--force") == 0
+    assert new_orders(proxy)[1]["replaces"] == ari_cert_id(first)
+
+
 @pytest.mark.parametrize(
     ("status", "problem"),
     [(409, "alreadyReplaced"), (400, "malformed"), (403, "unauthorized"), (404, "malformed")],

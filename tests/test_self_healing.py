@@ -296,3 +296,23 @@ def test_a_read_only_state_dir_makes_no_worker_storm(tmp_path: Path, pebble: Loc
     assert 1 <= starts <= 3, text
     assert "read-only file system" in text.lower()
     assert "Traceback" not in text
+
+
+def test_sets_installed_by_an_older_version_are_recorded_quietly(
+    tmp_path: Path, pebble: LocalCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    """facts.json without file stats (written before they were recorded): no "damaged",
+    no order, and the stats are there after one run."""
+    import json
+
+    setup = write_config(tmp_path, pebble, cert_table("u", "u.example.com"))
+    assert setup.renew() == 0
+    facts_path = setup.live("u") / "facts.json"
+    facts = json.loads(facts_path.read_text())
+    del facts["files"], facts["installed"], facts["account"]
+    facts_path.write_text(json.dumps(facts))
+    caplog.clear()
+    assert main(["--config", str(setup.config), "check"]) == 0
+    assert setup.renew() == 0
+    assert "damaged" not in caplog.text and setup.versions("u") == ["0001"]
+    assert "files" in json.loads(facts_path.read_text())

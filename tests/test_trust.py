@@ -128,10 +128,15 @@ def test_a_forged_lock_is_taken_over_and_a_replayed_one_after_the_lease(
 
     host = make_host(tmp_path, pebble, redis_server, "a", pebble.http_port, ["www"], lease="5s")
     attacker = attacker_redis(redis_server)
-    attacker.set("fleet:lock:www", "1 evil-host 1 x")  # no TTL, no MAC: taken over at once
+    attacker.set("fleet:lock:www", "1 evil-host 1 x")  # no TTL, no MAC (or an older
+    first = host.renew()  # acme-agent's): honoured for at most the lease, then taken over
+    assert (
+        "evil-host is renewing it" in first.stdout and "without this cluster's MAC" in first.stderr
+    )
+    assert "without a sensible TTL" in first.stderr
+    time.sleep(5.5)
     first = host.renew()
     assert first.returncode == 0 and "www: issued" in first.stdout, first.stderr
-    assert "held a lock no host of this cluster wrote" in first.stderr
     # An authentic lock value seen earlier, written back without a TTL: it expires in
     # `lease` and is taken over then.
     from agent.fleet.cluster import Lease, RedisCluster
@@ -427,3 +432,36 @@ def test_the_file_checked_is_the_file_read_through_symlinked_folders_and_dotdot(
     err = capsys.readouterr().err
     assert f"{evil} is owned by another user" in err
     assert not (real / "state" / "live" / "evil").exists()
+
+
+def test_an_unauthenticated_account_record_is_never_replaced_by_a_new_registration(
+    tmp_path: Path, pebble: LocalCA, redis_server: RedisServer
+) -> None:
+    """A fleet upgrading from a version without MACs: a new host with no account of its own
+    must not register another one (single-use EAB) over the fleet's record."""
+    a = make_host(tmp_path, pebble, redis_server, "a", pebble.http_port, ["www"])
+    assert a.renew().returncode == 0
+    attacker = attacker_redis(redis_server)
+    (key,) = attacker.keys("fleet:account:*")
+    attacker.hdel(key, "mac")  # as an older acme-agent wrote it
+    uri = attacker.hget(key, "uri")
+    b = make_host(tmp_path, pebble, redis_server, "b", pebble.http_port, ["api"])
+    result = b.renew()
+    assert result.returncode == 1 and "not registering another" in result.stderr, result.stderr
+    assert attacker.hget(key, "uri") == uri and b.store.load_account(pebble.directory_url) is None
+    assert a.renew("--force").returncode == 0  # a host that has the account republishes it
+    assert b.renew().returncode == 0  # and the new host takes it
+    account = b.store.load_account(pebble.directory_url)
+    assert account is not None and account.uri == uri
+
+
+def test_a_root_group_writable_configuration_is_root_s_own(tmp_path: Path, pebble: LocalCA) -> None:
+    import os
+
+    from agent.config import load
+    from tests.conftest import cert_table, write_config
+
+    setup = write_config(tmp_path, pebble, cert_table("g", "g.example.com"))
+    os.chown(setup.config, 0, 0)
+    setup.config.chmod(0o660)
+    assert load(setup.config).certificates[0].name == "g"

@@ -3,6 +3,8 @@ written (OpenSSH's StrictModes). A file and each directory above it, symlinks re
 and the link itself too, must be owned by root or the agent's uid and not writable by
 group or others; a directory that others may write is fine only when it is sticky and
 owned by root (``/tmp``: nobody can rename or remove what another user owns there).
+Writable by the root group only (gid 0) is root's own; nothing on a read-only mount (a
+Kubernetes ConfigMap, 0777 folders and all) can be written through it.
 
 A root agent that read a configuration another user could edit would run that user's
 ``[deploy] hook`` as root, or send keys where that user likes.
@@ -62,9 +64,20 @@ def _check_one(what: str, path: Path, info: os.stat_result, trusted: set[int]) -
     if info.st_mode & _WRITABLE:
         if is_dir and info.st_mode & stat.S_ISVTX and info.st_uid == 0:
             return  # like /tmp
+        if info.st_mode & _WRITABLE == stat.S_IWGRP and info.st_gid == 0:
+            return  # writable by the root group only: root's own
+        if _read_only_mount(path):
+            return  # nobody writes through this mount (a Kubernetes ConfigMap or Secret)
         whom = "group and others" if info.st_mode & _WRITABLE == _WRITABLE else (
             "its group" if info.st_mode & stat.S_IWGRP else "every user")  # fmt: skip
         raise _untrusted(what, path, info, f"is writable by {whom}", f"chmod go-w {path}")
+
+
+def _read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _untrusted(what: str, path: Path, info: os.stat_result, why: str, fix: str) -> ConfigError:

@@ -48,6 +48,13 @@ def _open_shared(acme: AcmeConfig, store: Store, cluster: RedisCluster) -> AcmeC
             )
         if _take_shared(store, cluster, directory):  # registered while we waited
             return _open_local(acme, store)
+        if store.load_account(directory) is None and cluster.unauthenticated_account(directory):
+            raise ClusterError(
+                "the cluster's ACME account record carries no MAC of this cluster (written by "
+                "an older acme-agent, or not by a host of the fleet); not registering another: "
+                "a host that has the account republishes it at its next renewal (acme-agent "
+                "renew --force there, once all hosts run this version)"
+            )
         # Our stored account (also one the cluster has in an older or unauthenticated
         # form: migrated from this host's copy, never from Redis), or a new one (EAB, once).
         client = _open_local(acme, store)

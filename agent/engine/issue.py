@@ -121,8 +121,8 @@ class Obtainer:
         state = ari.load_state(store, current.name)
         if state is None or not state.supported or state.serial != record.serial:
             return None  # the CA did not answer renewalInfo for this certificate
-        if not record.account or record.account != self.client.account_uri:
-            return None  # imported, or ordered by another account
+        if record.account is not None and record.account != self.client.account_uri:
+            return None  # imported, from the fleet, or ordered by another account
         if orders.refuses_replaces(store, self.client.directory_url, self.now):
             return None
         with contextlib.suppress(ValueError, LookupError):

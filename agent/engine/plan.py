@@ -156,12 +156,14 @@ class Planner:
         """While this host's clock was found off from the CA's: ``measured`` is the skew
         just measured again (None: the CA gave no Date). Within SKEW_LIMIT it is cleared
         and orders go on; else nothing is ordered (--force aside)."""
-        if measured is not None and abs(measured) < SKEW_LIMIT.total_seconds():
+        if measured is None:
+            return None  # cannot tell (no Date): the spacing of orders still applies
+        if abs(measured) < SKEW_LIMIT.total_seconds():
             clear_skew(self.store)
             log.info("this host's clock agrees with the CA's again; orders go on")
             return None
-        side = "ahead of" if (measured or 0) >= 0 else "behind"
-        off = f"{_span(timedelta(seconds=abs(measured)))} {side}" if measured else "off from"
+        side = "ahead of" if measured >= 0 else "behind"
+        off = f"{_span(timedelta(seconds=abs(measured)))} {side}"
         return _held(cert, f"this host's clock is {off} the CA's: every certificate would be due "
                      "the moment it is issued; fix the clock (NTP), or order anyway with "
                      "renew --force", timedelta(minutes=5))  # fmt: skip

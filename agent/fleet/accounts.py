@@ -79,6 +79,14 @@ class SharedAccount:
         return SharedAccountRecord(key_pem, data["uri"], data["thumbprint"],
                                    int(data["generation"]))  # fmt: skip
 
+    def unauthenticated_account(self, directory: str) -> bool:
+        """Is there an account record without this cluster's MAC (an older acme-agent's)?"""
+        data = self.call(lambda r: r.hgetall(self.account_key(directory)))
+        if not data or "key" not in data:
+            return False
+        return not self.auth.verify(data.get("mac"), "account",
+                                    *self._account_fields(directory, data))  # fmt: skip
+
     def _account_fields(self, directory: str, data: dict[str, str]) -> tuple[str, ...]:
         return (self.prefix, directory, data.get("uri", ""), data.get("thumbprint", ""),
                 data.get("key", ""), data.get("generation", ""))  # fmt: skip

@@ -8,7 +8,8 @@ What lives in Redis (all names under ``[cluster] key_prefix``):
   TTL, renewed while the order runs); ``fence`` is the counter fencing tokens come from.
   A write needs the writer's lease to be current (checked in the same atomic step), so a
   holder that stalled past its lease can never overwrite a newer result; the lock's value
-  carries a MAC of the cluster, and one without is taken over at once;
+  carries a MAC of the cluster (one without is honoured until its TTL, which is never
+  longer than ten leases);
 - ``http01:<token>``: pending key authorizations, with a TTL; every host's responder
   answers from them, whichever host the CA's request lands on;
 - ``account:<id>``: the shared ACME account (URL and sealed key), registered once;
@@ -69,11 +70,6 @@ local value = fence .. ' ' .. ARGV[1]
 redis.call('set', KEYS[1], value, 'PX', ARGV[2])
 return {1, value, fence}
 """
-# A lock whose value carries no valid MAC of this cluster: removed (if unchanged) at once.
-_STEAL = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
@@ -103,6 +99,9 @@ def redacted(url: str) -> str:
     if not at or ":" not in userinfo:
         return url
     return urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{host}"))
+
+
+_WARNED_LOCKS: dict[str, str] = {}  # lock key -> the value last warned about
 
 
 class ClusterError(AgentError):
@@ -241,8 +240,7 @@ class RedisCluster(SharedAccount):
 
     def script(self, name: str) -> Any:
         if name not in self._scripts:
-            source = {"acquire": _ACQUIRE, "renew": _RENEW, "release": _RELEASE, "put": _PUT,
-                      "steal": _STEAL}  # fmt: skip
+            source = {"acquire": _ACQUIRE, "renew": _RENEW, "release": _RELEASE, "put": _PUT}
             self._scripts[name] = self.redis.register_script(source[name])
         return self._scripts[name]
 
@@ -258,23 +256,22 @@ class RedisCluster(SharedAccount):
     # -- leases ----------------------------------------------------------------------
     def acquire(self, name: str) -> Lease | Holder:
         """The lease on ``name``, or who holds it now. The lock's value carries a MAC of
-        this cluster: a lock without one (not written by a host of the fleet) is removed
-        and the lease taken at once."""
+        this cluster; one without (an older acme-agent's during a rolling upgrade, or
+        forged) is honoured until its TTL, which _ACQUIRE bounds to ten leases."""
         key = self.prefix + "lock:" + name
         who = f"{self.settings.node_name} {os.getpid()} {secrets.token_hex(8)}"
         owner = f"{who} {self.auth.mac('lock', key, who)}"
         ttl_ms = int(self.settings.lease_seconds * 1000)
-        for _ in range(2):
-            result = self.call(lambda r: self.script("acquire")(
-                keys=[key, self.prefix + "fence"], args=[owner, ttl_ms]))  # fmt: skip
-            if int(result[0]) == 1:
-                return Lease(self, key, str(result[1]), int(result[2]))
-            value = str(result[1])
-            if self._lock_is_ours(key, value):
-                break
-            log.warning("Redis key %s held a lock no host of this cluster wrote (%r); taken "
-                        "over", key, value[:80])  # fmt: skip
-            self.call(lambda r: self.script("steal")(keys=[key], args=[value]))  # noqa: B023
+        result = self.call(lambda r: self.script("acquire")(
+            keys=[key, self.prefix + "fence"], args=[owner, ttl_ms]))  # fmt: skip
+        if int(result[0]) == 1:
+            return Lease(self, key, str(result[1]), int(result[2]))
+        value = str(result[1])
+        if not self._lock_is_ours(key, value) and _WARNED_LOCKS.get(key) != value:
+            _WARNED_LOCKS[key] = value  # an older acme-agent's (rolling upgrade), or forged:
+            log.warning("Redis key %s holds a lock without this cluster's MAC (%r: an older "
+                        "acme-agent, or not ours); it is honoured until its TTL runs out",
+                        key, value[:80])  # fmt: skip
         parts = value.split(" ")
         node = parts[1] if len(parts) > 1 else "?"
         if len(result) > 3 and int(result[3]) == 1:

@@ -89,8 +89,8 @@ def _orphaned_archive(store: Store, name: str) -> str | None:
 def inspect(store: Store, name: str) -> str | None:
     """What is wrong with ``name``'s live set, read-only (for ``status`` and ``check``)."""
     damage = suspect(store, name)
-    if damage is None:
-        return None
+    if damage is None or damage == LEGACY:
+        return None  # LEGACY: nothing recorded to compare with yet (the next renew does)
     folder = store.live_folder(name) if os.path.islink(store.live_dir(name)) else None
     try:
         problem = _intact(folder) if folder is not None else damage
@@ -110,8 +110,11 @@ def verify(store: Store, name: str) -> Repair | None:
     if damage is None:
         return None
     folder = store.live_folder(name) if os.path.islink(store.live_dir(name)) else None
+    if damage == LEGACY and folder is not None:
+        _add_stats(folder)  # installed by an older version: record what is there, cheaply
+        return None
     if folder is not None and (problem := _intact(folder)) is None:
-        _record_stats(store, name, folder)  # touched, restored by tar, or an upgrade
+        _record_stats(store, name, folder)  # touched, or restored by tar
         return None
     if folder is not None:
         damage = f"{damage} ({problem})"
@@ -147,6 +150,19 @@ def _intact(folder: Path) -> str | None:
     return None  # facts.json is derived data: rebuilt from the files (_record_stats)
 
 
+def _add_stats(folder: Path) -> None:
+    """The file stats added to a facts.json that has none (no cryptography: 10,000 sets
+    after an upgrade cost a few stats each, not a parse of every key)."""
+    try:
+        facts = json.loads((folder / FACTS).read_bytes())
+        if not isinstance(facts, dict):
+            return
+        facts["files"] = file_stats(folder)
+        write_file_atomic(folder / FACTS, json.dumps(facts).encode(), 0o600)
+    except (OSError, ValueError, StoreError) as err:
+        log.debug("%s: file stats not recorded: %s", folder, err)
+
+
 def _record_stats(store: Store, name: str, folder: Path) -> None:
     """facts.json of an intact folder, rebuilt from its files, with their stats."""
     from .certs import LiveCertificate, record_of
@@ -160,7 +176,7 @@ def _record_stats(store: Store, name: str, folder: Path) -> None:
         key = keys.load_key_pem((folder / "privkey.pem").read_bytes())
         try:
             old = json.loads((folder / FACTS).read_bytes())
-            kept = {k: str(old[k]) for k in ("account", "installed") if old.get(k)}
+            kept = {k: str(old[k]) for k in ("account", "installed") if old.get(k) is not None}
         except (OSError, ValueError, AttributeError, TypeError):
             kept = {}
         live = LiveCertificate(name, folder.name, cert, frozenset(keys.dns_names(cert)),
