@@ -15,7 +15,7 @@ from cryptography import x509
 from agent import keys
 from agent.cli.main import main
 from agent.localca import LocalCA
-from tests.conftest import Setup, cert_table, write_config
+from tests.conftest import Setup, cert_table, require_binary, write_config
 from tests.test_quick import renew as quick_renew
 
 pytestmark = pytest.mark.integration
@@ -267,14 +267,12 @@ def test_a_read_only_state_dir_makes_no_worker_storm(tmp_path: Path, pebble: Loc
     """state_dir on a read-only mount (a unit without ReadWritePaths=): the daemon used to
     start 83 workers in 20 s (a worker that recorded nothing counted as a success). In a
     mount namespace of the test's own, state_dir is made read-only under a daemon."""
-    import shutil as sh
     import subprocess
     import sys
 
     from tests.daemon_proc import ROOT
 
-    if sh.which("unshare") is None:
-        pytest.skip("unshare (util-linux) is missing")
+    require_binary("unshare", "util-linux")  # under CI=true a failure, never a skip
     setup = write_config(tmp_path, pebble, cert_table("r", "r.example.com"))
     state = setup.state
     state.mkdir(mode=0o700)
