@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -96,6 +98,13 @@ def split_chain(fullchain: bytes, where: str) -> IssuedChain:
     return IssuedChain(pems[0], b"".join(pems[1:]), certs[0])
 
 
+def csr_domains(csr_pem: bytes) -> list[str]:
+    """The DNS names a CSR asks for, in its order."""
+    csr = x509.load_pem_x509_csr(csr_pem)
+    san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return list(san.get_values_for_type(x509.DNSName))
+
+
 def dns_names(cert: x509.Certificate) -> set[str]:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -149,3 +158,26 @@ def check_chain(chain: IssuedChain, where: str, now: datetime) -> None:
             f"{where}: the certificate is not signed by the issuer certificate it came with "
             f"({issuers[0].subject.rfc4514_string()}); not used"
         ) from None
+
+
+def thumbprint(key_pem: bytes) -> str:
+    """RFC 7638 thumbprint (base64url) of an EC or RSA account key: what the fleet's
+    responders answer with and `account show` prints; computed here, so that the daemon's
+    responder needs no protocol stack (josepy) for it."""
+
+    def b64(number: int, size: int | None = None) -> str:
+        raw = number.to_bytes(size or max(1, (number.bit_length() + 7) // 8), "big")
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    key = load_key_pem(key_pem)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        numbers = key.public_key().public_numbers()
+        size = (key.curve.key_size + 7) // 8
+        crv = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}[key.curve.name]
+        text = (f'{{"crv":"{crv}","kty":"EC","x":"{b64(numbers.x, size)}",'
+                f'"y":"{b64(numbers.y, size)}"}}')  # fmt: skip
+    else:  # RSA: load_key_pem returns nothing else
+        rsa_numbers = key.public_key().public_numbers()
+        text = f'{{"e":"{b64(rsa_numbers.e)}","kty":"RSA","n":"{b64(rsa_numbers.n)}"}}'
+    digest = hashlib.sha256(text.encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")

@@ -12,7 +12,6 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -21,7 +20,7 @@ from agent.daemon.schedule import Schedule
 from agent.engine.plan import Planner
 from agent.localca import LocalCA
 from agent.store.certs import Store
-from tests.conftest import IN_CI, cert_table, write_config
+from tests.conftest import IN_CI, cert_table, through, write_config
 from tests.daemon_proc import ROOT, DaemonProc
 from tests.faultproxy import Fault, FaultProxy
 
@@ -290,10 +289,7 @@ def test_stopping_mid_batch_leaves_no_tokens(tmp_path: Path, pebble: LocalCA, ho
     proxy = FaultProxy(tmp_path / "proxy", pebble.directory_url, pebble.ca_bundle).start()
     try:
         proxy.faults = [Fault("stall", stall=30, path="/chalZ/", method="POST")]
-        ca = SimpleNamespace(eab_kid=pebble.eab_kid, eab_hmac_key=pebble.eab_hmac_key,
-                             directory_url=proxy.directory_url, ca_bundle=proxy.ca_bundle,
-                             http_port=pebble.http_port)  # fmt: skip
-        setup = write_config(tmp_path, ca, cert_table("t", "t.example.com"))  # type: ignore[arg-type]
+        setup = through(tmp_path, pebble, proxy, cert_table("t", "t.example.com"))
         tokens = setup.state / "http01"
         daemon = DaemonProc(setup.config, tmp_path / "daemon.log", new_session=True)
         try:

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 import josepy as jose
@@ -25,15 +24,15 @@ from acme import errors as acme_errors
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .. import __version__
+from .. import __version__, keys
 from ..errors import AccountError, CAError
 from ..model import TOKEN_RE, Challenge
 from ..policy.backoff import exponential
-from ..policy.retry_after import retry_after_problem, retry_after_seconds
+from ..policy.retry_after import http_date, retry_after_problem, retry_after_seconds
 from .deadline import remaining
-from .orders import NewOrderReplacing, OrderState, csr_domains, order_state
+from .orders import NewOrderReplacing, OrderState, order_state
 from .problems import explain, with_wait
-from .transport import Poster, signing_alg
+from .transport import NONCE_HEADER, Poster, signing_alg
 
 log = logging.getLogger(__name__)
 
@@ -170,15 +169,9 @@ class AcmeClient:
         """The CA's clock: the ``Date`` of a HEAD newNonce (None when it sends none)."""
 
         def step() -> datetime | None:
-            url = self._directory()["newNonce"]
-            response = self.poster.send("HEAD", url)
-            self.poster.nonces.add(response.headers.get("Replay-Nonce"))
-            date = response.headers.get("Date")
-            try:
-                when = parsedate_to_datetime(date) if date else None
-            except (TypeError, ValueError):
-                return None
-            return when if when is not None and when.tzinfo is not None else None
+            response = self.poster.send("HEAD", self._directory()["newNonce"])
+            self.poster.nonces.add(response.headers.get(NONCE_HEADER))
+            return http_date(response.headers.get("Date"))
 
         return self._call(step, "asking the CA for its time")
 
@@ -317,7 +310,7 @@ class AcmeClient:
         def step() -> OrderState:
             ids = [
                 messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=d)
-                for d in csr_domains(csr_pem)
+                for d in keys.csr_domains(csr_pem)
             ]
             order = NewOrderReplacing(identifiers=ids, profile=profile, replaces=replaces)
             response = self.poster.post(url, order)

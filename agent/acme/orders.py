@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 import josepy as jose
 from acme import messages
-from cryptography import x509
 
 from .problems import describe_problem
 from .transport import Response
@@ -31,12 +30,6 @@ class NewOrderReplacing(messages.NewOrder):
     """newOrder with RFC 9773's ``replaces`` (the ARI id of the certificate it renews)."""
 
     replaces: str | None = jose.field("replaces", omitempty=True)
-
-
-def csr_domains(csr_pem: bytes) -> list[str]:
-    csr = x509.load_pem_x509_csr(csr_pem)
-    san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    return list(san.get_values_for_type(x509.DNSName))
 
 
 def order_state(response: Response, url: str) -> OrderState:

@@ -31,6 +31,7 @@ from ..engine.plan import Planner
 from ..errors import AgentError
 from ..model import CertRecord, facts
 from ..policy.backoff import BACKOFF_SHARE_OF_TIME_LEFT, backoff
+from ..policy.durations import span
 from ..policy.renewal import failure_log_level
 from ..policy.retry_after import MAX_RETRY_AFTER
 from ..store import ari, integrity
@@ -226,27 +227,14 @@ class Schedule:
         if current is None:
             left = "no certificate in service yet"
         elif time_left <= timedelta(0):
-            left = f"the certificate in service expired {human(-time_left)} ago"
+            left = f"the certificate in service expired {span(-time_left)} ago"
         else:
-            left = f"{human(time_left)} left on the certificate in service"
+            left = f"{span(time_left)} left on the certificate in service"
         log.log(level, "%s: attempt %d failed; retrying in %s (%s)", cert.name, state.failures,
-                human(delay), left)  # fmt: skip
+                span(delay), left)  # fmt: skip
         self.schedule(cert.name, now + delay)
 
     def succeeded(self, cert: CertificateConfig) -> None:
         state = self.states.setdefault(cert.name, CertState())
         state.failures, state.not_before = 0, None
         self.schedule_next(cert)
-
-
-def human(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    sign = "-" if seconds < 0 else ""
-    seconds = abs(seconds)
-    if seconds >= 86400:
-        return f"{sign}{seconds // 86400}d{seconds % 86400 // 3600}h"
-    if seconds >= 3600:
-        return f"{sign}{seconds // 3600}h{seconds % 3600 // 60}m"
-    if seconds >= 60:
-        return f"{sign}{seconds // 60}m{seconds % 60}s"
-    return f"{sign}{seconds}s"

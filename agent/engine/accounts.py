@@ -89,9 +89,8 @@ def forget_lost(store: Store, client: AcmeClient, err: Exception) -> bool:
 
 
 def thumbprint(key: jose.JWK) -> str:
-    """RFC 7638, base64url: what every other ACME tool prints, and what the fleet's
-    responders answer HTTP-01 tokens with."""
-    return jose.b64encode(key.thumbprint()).decode()
+    """RFC 7638, base64url (:func:`agent.keys.thumbprint`)."""
+    return keys.thumbprint(keys.key_to_pem(key.key))
 
 
 def _drop_deactivated(store: Store, cluster: RedisCluster, directory: str) -> None:

@@ -11,11 +11,12 @@ import logging
 import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 
 from ..config.types import CertificateConfig
 from ..model import AriState, CertFacts, CertRecord, Outcome, Plan, Status, facts
 from ..policy import renewal
+from ..policy.durations import span
+from ..policy.retry_after import http_date
 from ..store import ari
 from ..store.attempts import revoked_serial
 from ..store.certs import Store
@@ -176,14 +177,12 @@ def _held(cert: CertificateConfig, detail: str, wait: timedelta) -> Outcome:
 
 
 def _span(delta: timedelta) -> str:
-    seconds = max(0, int(delta.total_seconds()))
-    if seconds >= 3600:  # to the nearest minute (a measured skew of 199d23h59m59s is 200d0h)
-        seconds = round(delta.total_seconds() / 60) * 60
-    if seconds >= 86400:
-        return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
+    """:func:`span`, past an hour to the nearest minute (a skew measured as 199d23h59m59s
+    says 200d0h); never negative."""
+    seconds = max(0.0, delta.total_seconds())
     if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60}m"
-    return f"{seconds // 60}m{seconds % 60}s" if seconds >= 60 else f"{seconds}s"
+        seconds = round(seconds / 60) * 60
+    return span(timedelta(seconds=seconds))
 
 
 def check_clock(
@@ -195,11 +194,8 @@ def check_clock(
     (:meth:`Planner.held_back`) keeps it from becoming a loop meanwhile."""
     current = store.record(cert.name)
     plan = planner.plan(cert, current, offline=True)
-    try:
-        theirs = parsedate_to_datetime(ca_date) if ca_date else None
-    except (TypeError, ValueError):
-        theirs = None
-    if plan.reason is None or theirs is None or theirs.tzinfo is None:
+    theirs = http_date(ca_date)
+    if plan.reason is None or theirs is None:
         if plan.reason is None:
             clear_skew(store)
         return

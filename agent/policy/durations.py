@@ -30,3 +30,17 @@ def parse_duration(text: str) -> timedelta:
     if total > MAX_DURATION.total_seconds():
         raise DurationTooLong(f"{text} is longer than {MAX_DURATION.days} days")
     return timedelta(seconds=total)
+
+
+def span(delta: timedelta) -> str:
+    """A duration for people, at most two units: "3d4h", "2h5m", "1m2s", "-4s"."""
+    seconds = int(delta.total_seconds())
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    if seconds >= 86400:
+        return f"{sign}{seconds // 86400}d{seconds % 86400 // 3600}h"
+    if seconds >= 3600:
+        return f"{sign}{seconds // 3600}h{seconds % 3600 // 60}m"
+    if seconds >= 60:
+        return f"{sign}{seconds // 60}m{seconds % 60}s"
+    return f"{sign}{seconds}s"

@@ -18,15 +18,22 @@ MIN_ARI_RECHECK = timedelta(seconds=1)
 MAX_ARI_RECHECK = timedelta(days=1)
 
 
+def http_date(value: str | None) -> datetime | None:
+    """An HTTP-date (RFC 9110 section 5.6.7: ``Date``, ``Retry-After``) as an aware
+    datetime, or None when there is none or it is not one."""
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip()) if value else None
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+    return when if when is not None and when.tzinfo is not None else None
+
+
 def _parse(value: str, now: float) -> float | None:
     text = value.strip()
     if text.isascii() and text.isdigit():  # "²".isdigit() is True too
         return float(text) if len(text) <= 15 else float("inf")
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-        return when.timestamp() - now
-    except (TypeError, ValueError, OverflowError, IndexError):
-        return None
+    when = http_date(text)
+    return when.timestamp() - now if when is not None else None
 
 
 def retry_after_seconds(value: str | None, now: float) -> float | None:

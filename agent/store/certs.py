@@ -341,38 +341,12 @@ def local_thumbprint(store: Store, directory: str) -> Callable[[], tuple[str, in
         if account is None:
             return None
         if not account.thumbprint:  # written by an older version: computed once here
+            from .. import keys
+
             try:
-                return _thumbprint_of(account.key_pem), 0
+                return keys.thumbprint(account.key_pem), 0
             except (ValueError, TypeError):
                 return None
         return account.thumbprint, account.generation
 
     return read
-
-
-def _thumbprint_of(key_pem: bytes) -> str:
-    """RFC 7638 thumbprint (base64url) of an EC P-256/P-384 or RSA account key, by hand:
-    the daemon's responder needs it without loading the protocol stack (josepy)."""
-    import base64
-
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-    def b64(number: int, size: int | None = None) -> str:
-        raw = number.to_bytes(size or max(1, (number.bit_length() + 7) // 8), "big")
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    key = serialization.load_pem_private_key(key_pem, password=None)
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        numbers = key.public_key().public_numbers()
-        size = (key.curve.key_size + 7) // 8
-        crv = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}[key.curve.name]
-        text = (f'{{"crv":"{crv}","kty":"EC","x":"{b64(numbers.x, size)}",'
-                f'"y":"{b64(numbers.y, size)}"}}')  # fmt: skip
-    elif isinstance(key, rsa.RSAPrivateKey):
-        numbers = key.public_key().public_numbers()
-        text = f'{{"e":"{b64(numbers.e)}","kty":"RSA","n":"{b64(numbers.n)}"}}'
-    else:
-        raise ValueError("not an EC or RSA key")
-    digest = hashlib.sha256(text.encode()).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")

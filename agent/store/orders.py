@@ -5,7 +5,6 @@ ordered again; and ``state_dir/orders/_replaces.json``, the CAs that refused RFC
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -14,7 +13,7 @@ from datetime import datetime
 from ..errors import StoreError
 from ..model import PendingOrder
 from .certs import Store
-from .files import write_file_atomic
+from .files import set_aside, write_file_atomic
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +39,7 @@ def load_pending(store: Store, name: str) -> PendingOrder | None:
         _check_pem(pending)
         return pending
     except Exception:  # any damage (untrusted input): set aside, order anew
-        aside = path.with_name(f"{path.name}.corrupt-{datetime.now().strftime('%Y%m%dT%H%M%S')}")
-        with contextlib.suppress(OSError):
-            os.replace(path, aside)
-        log.warning("%s: not a pending order; moved to %s, placing a new order", path, aside.name,
-                    extra={"cert": name})  # fmt: skip
+        set_aside(path, "not a pending order")
         return None
 
 
@@ -61,10 +56,8 @@ def _check_pem(pending: PendingOrder) -> None:
         raise ValueError("the key is not of the order's type")
     if not keys.public_key_matches_csr(csr, key):
         raise ValueError("the CSR is for another key")
-    san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    if sorted(d.lower() for d in san.get_values_for_type(x509.DNSName)) != sorted(
-        d.lower() for d in pending.domains
-    ):
+    wanted = sorted(d.lower() for d in pending.domains)
+    if sorted(d.lower() for d in keys.csr_domains(pending.csr_pem)) != wanted:
         raise ValueError("the CSR is for other names")
 
 
