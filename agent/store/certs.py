@@ -275,6 +275,16 @@ class Store:
                 tmp.unlink()
             raise StoreError(describe(err, link)) from err
 
+    def versions(self, name: str) -> list[str]:
+        """The archive versions of ``name``, newest first ([] when there is no archive;
+        another OSError is raised)."""
+        try:
+            with os.scandir(self.archive_dir(name)) as entries:
+                found = [e.name for e in entries if _VERSION_RE.match(e.name)]
+        except FileNotFoundError:
+            return []
+        return sorted(found, key=int, reverse=True)
+
     def live_folder(self, name: str) -> Path | None:
         """The archive folder ``live/<name>`` points at now."""
         live = os.path.join(self.root, "live")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import stat
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,8 +24,6 @@ from .certs import FACTS, PEM_FILES, Store, file_stats
 from .files import describe, write_file_atomic
 
 log = logging.getLogger(__name__)
-
-_VERSION_RE = re.compile(r"\A\d{4,}\Z")
 
 
 @dataclass(frozen=True)
@@ -78,9 +75,8 @@ def suspect(store: Store, name: str) -> str | None:
 
 
 def _orphaned_archive(store: Store, name: str) -> str | None:
-    archive = store.archive_dir(name)
     try:
-        versions = [e.name for e in os.scandir(archive) if _VERSION_RE.match(e.name)]
+        versions = store.versions(name)
     except OSError:
         return None
     return f"{store.live_dir(name)} is missing" if versions else None
@@ -204,10 +200,7 @@ def _restore(store: Store, name: str) -> str | None:
                     extra={"cert": name})  # fmt: skip
     archive = store.archive_dir(name)
     try:
-        versions = sorted((e.name for e in os.scandir(archive) if _VERSION_RE.match(e.name)),
-                          key=int, reverse=True)  # fmt: skip
-    except FileNotFoundError:
-        versions = []
+        versions = store.versions(name)
     except OSError as err:
         raise StoreError(describe(err, archive)) from None
     deployed = store.deployed_version(name)
