@@ -114,6 +114,9 @@ class CertRecord:
     # account in use): RFC 9773's ``replaces`` names only certificates of that account.
     account: str | None = None
     installed: datetime | None = None  # by this host's clock (the spacing of orders)
+    # The name of the CA that issued it ([acme] is "default"; "": not known, e.g. from the
+    # fleet or an import from an unconfigured CA; None: from a version with one CA only).
+    ca: str | None = None
 
     @property
     def facts(self) -> CertFacts:
@@ -132,6 +135,8 @@ class CertRecord:
             data["account"] = self.account
         if self.installed is not None:
             data["installed"] = self.installed.isoformat()
+        if self.ca is not None:
+            data["ca"] = self.ca
         return json.dumps(data).encode()
 
     @classmethod
@@ -143,6 +148,7 @@ class CertRecord:
             datetime.fromisoformat(data["not_after"]), str(data.get("issuer", "")),
             str(data["account"]) if data.get("account") is not None else None,
             datetime.fromisoformat(data["installed"]) if data.get("installed") else None,
+            str(data["ca"]) if data.get("ca") is not None else None,
         )  # fmt: skip
 
 

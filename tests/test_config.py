@@ -41,6 +41,30 @@ def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
     assert config.certificates[0].domains == ("example.com", "www.example.com")
 
 
+def test_named_cas_ip_addresses_and_certificate_options(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "[http01]",
+        '[ca.le]\ndirectory = "https://acme-v02.api.letsencrypt.org/directory"\n'
+        'key_types = ["ec-p256", "rsa-2048"]\n[http01]',
+    ).replace(
+        'name = "www"',
+        'name = "www"\nca = ["le", "default"]\nreuse_key = true\nkeep_versions = 3\n'
+        'preferred_chain = "ISRG Root X1"',
+    ) + '[[certificate]]\nname = "ip"\ndomains = ["192.0.2.1", "2001:DB8:0::1"]\nca = "le"\n'
+    config = load(write(tmp_path, text))
+    assert list(config.cas) == ["default", "le"]
+    assert config.acme is config.cas["default"]
+    le = config.cas["le"]
+    assert le.key_types == ("ec-p256", "rsa-2048") and le.label == "[ca.le]"
+    assert le.dry_run_directory == "https://acme-staging-v02.api.letsencrypt.org/directory"
+    assert config.acme.dry_run_directory is None
+    www, ip = config.certificates
+    assert (www.ca, www.reuse_key, www.keep_versions) == (("le", "default"), True, 3)
+    assert www.preferred_chain == "ISRG Root X1"
+    assert ip.domains == ("192.0.2.1", "2001:db8::1") and ip.ca == ("le",)
+    assert config.certificates[0].ca == ("le", "default")
+
+
 def test_secret_is_not_in_repr(tmp_path: Path) -> None:
     text = GOOD.replace('eab_hmac_key_file = "eab"', 'eab_hmac_key = "s3cr3t-hmac-value"')
     config = load(write(tmp_path, text))
@@ -55,7 +79,30 @@ BAD = [
     ('"example.com", ', '"a..b.com", ', "certificate[0].domains[0]"),
     ('"example.com", ', '"www.example.com", ', "listed twice"),
     ('"example.com", ', '"*.example.com", ', "wildcard"),
-    ('"example.com", ', '"192.0.2.1", ', "IP address"),
+    ('"example.com", ', '"192.0.2.1:80", ', "certificate[0].domains[0]"),
+    ('name = "www"', 'name = "www"\nca = "le"', "certificate[0].ca: no CA named 'le'"),
+    ('name = "www"', 'name = "www"\nca = []', "certificate[0].ca: must name"),
+    ('name = "www"', 'name = "www"\nca = ["default", "default"]', "ca[1]: 'default' is listed"),
+    ('name = "www"', 'name = "www"\nreuse_key = "yes"', "reuse_key: expected true or false"),
+    ('name = "www"', 'name = "www"\nkeep_versions = 0', "keep_versions: 0 must be at least 1"),
+    ('name = "www"', 'name = "www"\npreferred_chain = ""', "preferred_chain: must not be empty"),
+    ('eab_kid = "kid-1"', 'eab_kid = "kid-1"\nkey_types = ["dsa"]', "acme.key_types[0]"),
+    ('eab_kid = "kid-1"', 'eab_kid = "kid-1"\nkey_types = []', "acme.key_types: must list"),
+    (
+        'eab_kid = "kid-1"',
+        'eab_kid = "kid-1"\nkey_types = ["rsa-2048"]',
+        "certificate[0].key_type: 'ec-p256' is accepted by none of its CAs (default accepts rsa-2048)",
+    ),
+    ("[http01]", '[ca.default]\ndirectory = "https://x.example/d"\n[http01]', "ca.default:"),
+    ("[http01]", '[ca.Big]\ndirectory = "https://x.example/d"\n[http01]', "ca.Big: a CA's"),
+    ("[http01]", '[ca.le]\ndirectory = "http://x.example/d"\n[http01]', "ca.le.directory"),
+    ("[http01]", '[ca.le]\ndirectory = "https://x.example/d"\nfoo = 1\n[http01]', "ca.le.foo"),
+    (
+        "[http01]",
+        '[ca.le]\ndirectory = "https://x.example/d"\nstaging_directory = "https://x.example/d"\n'
+        "[http01]",
+        "ca.le.staging_directory: is the production directory",
+    ),
     ('domains = ["example.com", "www.example.com"]', "domains = []", "at least one"),
     ('domains = ["example.com", "www.example.com"]', 'domains = "example.com"', "a list"),
     ('directory = "https://ca.example/directory"', "", "acme.directory: is required"),

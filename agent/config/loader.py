@@ -17,6 +17,7 @@ from ..defaults import CONFIG_ENV, DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR
 from ..errors import ConfigError
 from ..policy.durations import MAX_DURATION, DurationTooLong, parse_duration
 from ..policy.renewal import RenewBefore
+from .cas import check_cas, parse_ca_choice, parse_cas
 from .cluster import parse_cluster
 from .deploy import parse_deploy, parse_hooks
 from .listen import is_ip_address, parse_listen
@@ -24,10 +25,8 @@ from .tomltable import Table as _Table
 from .tomltable import relative_to as _relative_to
 from .trust import check_trusted
 from .types import (
-    DEFAULT_ISSUANCE_TIMEOUT,
+    DEFAULT_CA,
     DEFAULT_KEY_TYPE,
-    DEFAULT_MAX_CONCURRENT_ORDERS,
-    DEFAULT_REQUEST_TIMEOUT,
     KEY_TYPES,
     AcmeConfig,
     CertificateConfig,
@@ -97,7 +96,7 @@ def load(path: Path, files: Mapping[str, str] | None = None) -> Config:
     where = str(path)
     top = _Table(data, where, "")
     state_dir = Path(top.text("state_dir", DEFAULT_STATE_DIR) or DEFAULT_STATE_DIR)
-    acme = _parse_acme(top.table("acme"), path.parent)
+    cas = parse_cas(top, path.parent)
     http01 = _parse_http01(top.table("http01"), path.parent)
     hooks = parse_hooks(top.table("hooks"))
     metrics = _parse_metrics(top, path.parent)
@@ -118,15 +117,15 @@ def load(path: Path, files: Mapping[str, str] | None = None) -> Config:
         parse_certificate(entry, where, f"certificate[{i}].") for i, entry in enumerate(entries)
     )
     certs_dir = _relative_to(Path(certs_dir_text), path.parent) if certs_dir_text else None
-    _check_certificates(certificates, http01)
+    _check_certificates(certificates, http01, cas)
     problems: tuple[ConfigProblem, ...] = ()
     if certs_dir is not None:
-        dropped, problems = load_certs_dir(certs_dir, http01, where, sources, certificates)
+        dropped, problems = load_certs_dir(certs_dir, http01, where, sources, certificates, cas=cas)
         certificates += dropped
     state = _relative_to(state_dir, path.parent)
     return Config(
-        path, state, acme, http01, certificates, hooks, certs_dir, metrics, log_format, cluster,
-        sources.read, problems,
+        path, state, cas[DEFAULT_CA], http01, certificates, hooks, certs_dir, metrics, log_format,
+        cluster, sources.read, problems, cas,
     )  # fmt: skip
 
 
@@ -164,48 +163,6 @@ def _parse_metrics(top: _Table, base: Path) -> MetricsConfig | None:
     textfile = table.text("textfile")
     table.finish()
     return MetricsConfig(host, port, _relative_to(Path(textfile), base) if textfile else None)
-
-
-def _parse_acme(table: _Table, base: Path) -> AcmeConfig:
-    directory = table.require("directory", str)
-    if not directory.startswith("https://"):
-        raise table.error("directory", f"{directory!r} must be an https:// URL")
-    email = table.text("email")
-    if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
-        raise table.error("email", f"{email!r} is not an e-mail address")
-    eab_kid = table.text("eab_kid")
-    eab_key = table.text("eab_hmac_key")
-    eab_file = table.text("eab_hmac_key_file")
-    if eab_key is not None and eab_file is not None:
-        raise table.error("eab_hmac_key", "set eab_hmac_key or eab_hmac_key_file, not both")
-    if (eab_key is not None or eab_file is not None) and eab_kid is None:
-        raise table.error("eab_kid", "is required when an EAB HMAC key is configured")
-    bundle = table.text("ca_bundle")
-    request_timeout = table.get("request_timeout", (int, float), DEFAULT_REQUEST_TIMEOUT)
-    if not 1 <= request_timeout <= 600:
-        raise table.error("request_timeout", f"{request_timeout} must be between 1 and 600 seconds")
-    concurrency = table.get("max_concurrent_orders", int, DEFAULT_MAX_CONCURRENT_ORDERS)
-    if not 1 <= concurrency <= 64:
-        raise table.error("max_concurrent_orders", f"{concurrency} must be between 1 and 64")
-    staging = table.text("staging_directory")
-    if staging is not None and not staging.startswith("https://"):
-        raise table.error("staging_directory", f"{staging!r} must be an https:// URL")
-    timeout = table.get("issuance_timeout", (int, float), DEFAULT_ISSUANCE_TIMEOUT)
-    if not 1 <= timeout <= 86400:
-        raise table.error("issuance_timeout", f"{timeout} must be between 1 and 86400 seconds")
-    table.finish()
-    return AcmeConfig(
-        directory=directory,
-        email=email,
-        eab_kid=eab_kid,
-        eab_hmac_key=eab_key,
-        eab_hmac_key_file=_relative_to(Path(eab_file), base) if eab_file else None,
-        ca_bundle=_relative_to(Path(bundle), base) if bundle else None,
-        issuance_timeout=float(timeout),
-        request_timeout=float(request_timeout),
-        staging_directory=staging,
-        max_concurrent_orders=concurrency,
-    )
 
 
 def _parse_http01(table: _Table, base: Path) -> Http01Config:
@@ -250,9 +207,20 @@ def parse_certificate(
     renew_before = _renew_before(table)
     profile = table.text("profile")
     deploy = parse_deploy(table.table("deploy"))
+    ca = parse_ca_choice(table)
+    reuse_key = table.get("reuse_key", bool, False)
+    preferred_chain = table.text("preferred_chain")
+    keep_versions = table.get("keep_versions", int)
+    if keep_versions is not None and not 1 <= keep_versions <= 10000:
+        raise table.error(
+            "keep_versions", f"{keep_versions} must be at least 1 (the version in service)"
+        )
     table.finish()
     source = f"{where}: {prefix.rstrip('.')}" if prefix else where
-    return CertificateConfig(name, tuple(domains), key_type, source, deploy, renew_before, profile)
+    return CertificateConfig(
+        name, tuple(domains), key_type, source, deploy, renew_before, profile, ca, reuse_key,
+        preferred_chain, keep_versions,
+    )  # fmt: skip
 
 
 def _renew_before(table: _Table) -> RenewBefore | None:
@@ -285,6 +253,8 @@ def load_certs_dir(
     where: str,
     sources: Sources | None = None,
     taken: tuple[CertificateConfig, ...] = (),
+    *,
+    cas: Mapping[str, AcmeConfig] | None = None,
 ) -> tuple[tuple[CertificateConfig, ...], tuple[ConfigProblem, ...]]:
     """One certificate per ``*.toml`` file in ``folder``; ``name`` defaults to the file stem.
     A file in error is that certificate's problem only: it is returned among the problems
@@ -305,6 +275,8 @@ def load_certs_dir(
         try:
             cert = parse_certificate(sources.toml(path), str(path), "", default_name=path.stem)
             check_wildcards(cert, http01)
+            if cas is not None:
+                check_cas(cert, cas)
             _check_unique(cert, first)
         except ConfigError as err:
             problems.append(ConfigProblem(_name_of(path, sources), path, str(err)))
@@ -336,8 +308,10 @@ def check_domain(value: Any, table: _Table, key: str) -> str:
     if not isinstance(value, str):
         raise table.error(key, f"expected a string, got {type(value).__name__}")
     domain = value.strip().lower().rstrip(".")
-    if is_ip_address(domain):
-        raise table.error(key, f"{value!r}: IP address identifiers are not supported")
+    if is_ip_address(domain.strip("[]")):  # RFC 8738: validated over HTTP-01 only
+        import ipaddress  # rare: not at every start
+
+        return ipaddress.ip_address(domain.strip("[]")).compressed
     if not domain.isascii():
         raise table.error(key, f"{value!r}: write internationalised names in xn-- (A-label) form")
     labels = domain.split(".")
@@ -347,12 +321,15 @@ def check_domain(value: Any, table: _Table, key: str) -> str:
     return domain
 
 
-def _check_certificates(certs: tuple[CertificateConfig, ...], http01: Http01Config) -> None:
+def _check_certificates(
+    certs: tuple[CertificateConfig, ...], http01: Http01Config, cas: Mapping[str, AcmeConfig]
+) -> None:
     first: dict[str, CertificateConfig] = {}
     for cert in certs:
         _check_unique(cert, first)
         first[cert.name] = cert
         check_wildcards(cert, http01)
+        check_cas(cert, cas)
 
 
 def _check_unique(cert: CertificateConfig, first: Mapping[str, CertificateConfig]) -> None:

@@ -21,6 +21,12 @@ DEFAULT_MAX_CONCURRENT_ORDERS = 8
 DEFAULT_REQUEST_TIMEOUT = 30.0
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
 DEFAULT_KEY_TYPE = "ec-p256"
+DEFAULT_CA = "default"  # the name of [acme]
+# Where `renew --dry-run` goes for a CA whose staging_directory is not set.
+KNOWN_STAGING = {
+    "https://acme-v02.api.letsencrypt.org/directory":
+        "https://acme-staging-v02.api.letsencrypt.org/directory",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,19 @@ class AcmeConfig:
     request_timeout: float = 30.0
     staging_directory: str | None = None  # where `renew --dry-run` goes, if set
     max_concurrent_orders: int = 8
+    name: str = DEFAULT_CA  # "default" for [acme], NAME for [ca.NAME]
+    key_types: tuple[str, ...] | None = None  # what this CA accepts (None: any)
+
+    @property
+    def dry_run_directory(self) -> str | None:
+        """Where a dry run goes: staging_directory, or the known staging directory of a
+        public CA's production one; None: this CA has none (a dry run would be real)."""
+        return self.staging_directory or KNOWN_STAGING.get(self.directory.rstrip("/"))
+
+    @property
+    def label(self) -> str:
+        """How messages name this CA: ``[acme]`` or ``[ca.NAME]``."""
+        return "[acme]" if self.name == DEFAULT_CA else f"[ca.{self.name}]"
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,10 @@ class CertificateConfig:
     deploy: DeployConfig | None = None
     renew_before: RenewBefore | None = None
     profile: str | None = None
+    ca: tuple[str, ...] = (DEFAULT_CA,)  # the fallback order: names of [acme]/[ca.NAME]
+    reuse_key: bool = False  # keep the private key across renewals
+    preferred_chain: str | None = None  # the alternate chain whose root has this CN
+    keep_versions: int | None = None  # archive versions kept (None: every one)
 
     def field(self, key: str) -> str:
         """``file: certificate[i].key`` (main file) or ``file: key`` (a certs_dir file)."""
@@ -95,6 +118,19 @@ class Config:
     # handed to the daemon's worker without reading the disk again (never logged).
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     problems: tuple[ConfigProblem, ...] = ()  # files of certs_dir in error (not loaded)
+    # Every CA by name: "default" ([acme], also ``acme``) first, then each [ca.NAME].
+    cas: Mapping[str, AcmeConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.cas:
+            object.__setattr__(self, "cas", {DEFAULT_CA: self.acme})
+
+    def ca(self, name: str) -> AcmeConfig | None:
+        return self.cas.get(name)
+
+    def ca_for_directory(self, directory: str) -> AcmeConfig | None:
+        """The configured CA whose directory is ``directory``, if any."""
+        return next((c for c in self.cas.values() if c.directory == directory), None)
 
     @functools.cached_property
     def _by_name(self) -> dict[str, CertificateConfig]:

@@ -59,15 +59,16 @@ _VERSION_RE = re.compile(r"\A\d{4,}\Z")
 
 
 def _facts_of(
-    name: str, chain: keys.IssuedChain, key_pem: bytes, account: str, installed: datetime | None
-) -> bytes:
+    name: str, chain: keys.IssuedChain, key_pem: bytes, account: str, installed: datetime | None,
+    ca: str,
+) -> bytes:  # fmt: skip
     from .. import keys
 
     cert = chain.cert
     key_type = keys.key_type_of(keys.load_key_pem(key_pem))
     live = LiveCertificate(name, "", cert, frozenset(keys.dns_names(cert)), key_type)
     record = record_of(live)
-    return dataclasses.replace(record, account=account, installed=installed).to_json()
+    return dataclasses.replace(record, account=account, installed=installed, ca=ca).to_json()
 
 
 def file_stats(folder: Path) -> dict[str, list[int]]:
@@ -207,17 +208,18 @@ class Store:
 
     def install(
         self, name: str, key_pem: bytes, chain: keys.IssuedChain, account: str = "",
-        ordered: datetime | None = None,
+        ordered: datetime | None = None, ca: str = "",
     ) -> Path:  # fmt: skip
         """Archive a new issuance and make it live in one atomic step; returns its folder.
         ``account``: the ACME account that ordered it; ``ordered``: when this host ordered
-        it, by its clock (both kept in its facts; None for an import or the fleet's)."""
+        it, by its clock (both kept in its facts; None for an import or the fleet's);
+        ``ca``: the name of the CA that issued it ("": not known)."""
         with SWAP_LOCK:
-            return self._install(name, key_pem, chain, account, ordered)
+            return self._install(name, key_pem, chain, account, ordered, ca)
 
     def _install(
         self, name: str, key_pem: bytes, chain: keys.IssuedChain, account: str,
-        ordered: datetime | None,
+        ordered: datetime | None, ca: str,
     ) -> Path:  # fmt: skip
         archive = self.private_dir("archive", name)
         self._remove_leftovers(archive)
@@ -233,7 +235,7 @@ class Store:
                 write_file_atomic(staging / filename, data, mode)
             # Last: with the files' sizes and mtimes, so each run can see cheaply that they
             # are still what was installed (agent/store/integrity.py).
-            facts = json.loads(_facts_of(name, chain, key_pem, account, ordered))
+            facts = json.loads(_facts_of(name, chain, key_pem, account, ordered, ca))
             facts["files"] = file_stats(staging)
             write_file_atomic(staging / FACTS, json.dumps(facts).encode(), 0o600)
             final = archive / self._next_version(archive)
