@@ -211,6 +211,7 @@ class Outcome:
     error_type: str = ""  # e.g. "rateLimited", "network", "IssuanceError" (metrics, JSON logs)
     # "unchanged": nothing can change before this (next renewal or ARI check); None: unknown
     recheck: datetime | None = None
+    ca: str = ""  # "issued": the name of the CA that issued it (after any fallback)
 
     @property
     def failed(self) -> bool:
@@ -262,6 +263,7 @@ class CertStatus:
     config_error: str | None = None  # its file of certs_dir is in error: not renewed
     damaged: str | None = None  # the live set is not what was installed (repaired next run)
     account_error: bool = False  # the last attempt failed on the ACME account (EAB, ...)
+    ca: str | None = None  # the name of the CA that issued it ("": not known; None: none)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -272,9 +274,11 @@ class RunContext:
     """State of one run (one `renew`, or one worker batch): hooks and a failed account."""
 
     pre_hook_ran: bool = False
-    client_error: Exception | None = None
-    account_recovered: bool = False  # the CA had lost the account: a new one was registered
-    account_retried: set[str] = field(default_factory=set)  # certificates tried again for it
+    # Per CA (by name): the account could not be opened (not tried again this run); the
+    # CA had lost the account and a new one was registered; certificates tried again for it.
+    client_errors: dict[str, Exception] = field(default_factory=dict)
+    account_recovered: set[str] = field(default_factory=set)
+    account_retried: set[tuple[str, str]] = field(default_factory=set)  # (CA, certificate)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 

@@ -27,7 +27,7 @@ METRIC_NAMES = (
 
 
 def sample(text: str, name: str, cert: str) -> float:
-    match = re.search(rf'^{name}\{{name="{cert}"\}} (\S+)$', text, re.M)
+    match = re.search(rf'^{name}\{{(?:[^}}]*,)?name="{cert}"(?:,[^}}]*)?\}} (\S+)$', text, re.M)
     assert match, f"{name} for {cert} missing"
     return float(match.group(1))
 
@@ -46,7 +46,7 @@ def test_daemon_serves_metrics(tmp_path: Path, pebble: LocalCA) -> None:
         for _ in range(50):
             body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
             text = body.decode()
-            if 'acme_agent_certificate_expiry_timestamp_seconds{name="m"}' in text:
+            if 'acme_agent_certificate_expiry_timestamp_seconds{ca="default",name="m"}' in text:
                 time_left = sample(text, "acme_agent_certificate_expiry_timestamp_seconds", "m")
                 break
             import time

@@ -44,7 +44,7 @@ def test_status_json_schema_and_table(setup: Setup, capsys: pytest.CaptureFixtur
     assert cli(setup, "status", "--json") == 0
     entry = json.loads(capsys.readouterr().out)["certificates"][0]
     assert set(entry) == {
-        "name", "domains", "key_type", "issuer", "serial", "not_before", "not_after",
+        "name", "domains", "key_type", "issuer", "serial", "not_before", "not_after", "ca",
         "seconds_left", "lifetime_seconds", "next_renewal", "next_renewal_reason",
         "last_attempt", "last_result", "last_error", "deployed", "revoked", "config_error",
         "damaged", "account_error",
@@ -107,13 +107,14 @@ def test_dry_run_touches_nothing(tmp_path: Path, pebble: LocalCA) -> None:
     out = tmp_path / "out"
     certs = cert_table("d", "d.example.com") + f'[certificate.deploy]\nfullchain = "{out}/fc.pem"\n'
     setup = write_config(tmp_path, pebble, certs)
-    assert setup.renew("--dry-run") == 0
+    assert setup.renew("--dry-run", "--allow-production") == 0  # pebble has no staging
     assert not setup.live("d").exists() and not out.exists()
     assert setup.renew() == 0
     first = serial(setup, "d")
-    assert setup.renew("--dry-run") == 0
+    assert setup.renew("--dry-run", "--allow-production") == 0
     assert serial(setup, "d") == first and setup.versions("d") == ["0001"]
     assert cli(setup, "renew", "--dry-run", "--force") == 2
+    assert cli(setup, "renew", "--allow-production") == 2  # only with --dry-run
 
 
 def test_revoke_then_next_run_reissues(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -263,6 +263,17 @@ class AcmeClient:
             messages.Registration.from_json(self.poster.post(uri, update).json())
 
         self._call(step, "deactivating the account")
+
+    def update_contact(self, emails: Sequence[str]) -> list[str]:
+        """RFC 8555 section 7.3.2: replace the account's contact; the CA's list back."""
+        update = messages.UpdateRegistration(contact=tuple(f"mailto:{e}" for e in emails))
+
+        def step() -> list[str]:
+            uri = self._look_up()[0]
+            body = messages.Registration.from_json(self.poster.post(uri, update).json())
+            return list(body.contact)
+
+        return self._call(step, "updating the account's contact")
 
     def revoke(self, cert: x509.Certificate, reason: int, subject: str) -> None:
         url = self._directory()["revokeCert"]

@@ -66,8 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     renew.add_argument(
         "--dry-run",
         action="store_true",
-        help="run the whole protocol against the CA (or [acme] staging_directory) for every "
-        "selected certificate, then discard the result: no live files, deploys, hooks",
+        help="run the whole protocol against each CA's staging_directory (Let's Encrypt's "
+        "staging for its production directory) for every selected certificate, then discard "
+        "the result: no live files, deploys, hooks. Refused (exit 2, before any request) "
+        "for a CA without staging_directory, unless --allow-production",
+    )
+    renew.add_argument(
+        "--allow-production",
+        action="store_true",
+        help="with --dry-run: a CA without staging_directory gets the dry run for real "
+        "(real certificates, discarded; at some CAs a charge per domain)",
     )
     renew.add_argument(
         "--metrics-textfile",
@@ -159,7 +167,10 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "renew":
         if args.dry_run and args.force:
             raise UsageError("--dry-run already renews every selected certificate; drop --force")
-        return cmd_renew(config, args.cert, args.force, args.dry_run, args.metrics_textfile)
+        if args.allow_production and not args.dry_run:
+            raise UsageError("--allow-production goes with --dry-run only")
+        return cmd_renew(config, args.cert, args.force, args.dry_run, args.metrics_textfile,
+                         args.allow_production)  # fmt: skip
     return run_operator_command(config, args)
 
 
@@ -180,6 +191,7 @@ def cmd_renew(
     force: bool,
     dry_run: bool = False,
     textfile: str | None = None,
+    allow_production: bool = False,
 ) -> int:
     from ..engine.renewer import Renewer
 
@@ -190,10 +202,13 @@ def cmd_renew(
 
         metrics = Metrics(fleet=config.cluster is not None)
     progress = Progress()
-    renewer = Renewer(config, dry_run=dry_run, on_outcome=progress.outcome, metrics=metrics)
+    renewer = Renewer(config, dry_run=dry_run, allow_production=allow_production,
+                      on_outcome=progress.outcome, metrics=metrics)  # fmt: skip
     broken = problem_outcomes(config, names)
     selected = [n for n in names if config.problem(n) is None or config.certificate(n)]
     certs = renewer.select(selected) if selected or not names else []
+    if dry_run:
+        renewer.check_dry_run(certs)  # before any request: a dry run never costs anything
     if not certs and not broken:
         log.warning("%s: no certificates configured", config.path)
         return EXIT_OK

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,15 +54,24 @@ def add_operator_commands(commands: Any) -> None:
     )
     revoke.add_argument("--cert", metavar="NAME", required=True)
     revoke.add_argument("--reason", choices=sorted(REVOCATION_REASONS), default="unspecified")
+    revoke.add_argument(
+        "--ca", metavar="NAME", help="revoke at this CA (default: the one that issued it)"
+    )
 
     account = commands.add_parser(
         "account",
-        help="show, roll over (new key) or deactivate the ACME account",
-        description="show: the account as the CA has it. rollover: replace the account key "
-        "(RFC 8555 section 7.3.5). deactivate: end the account at the CA (needs --yes or a "
-        "confirmation); the next run registers a new one.",
+        help="show, update, roll over (new key) or deactivate the ACME account of a CA",
+        description="show: the account as the CA has it. update --email ADDR: replace its "
+        "contact (RFC 8555 section 7.3.2). rollover: replace the account key (RFC 8555 section "
+        "7.3.5). deactivate: end the account at the CA (needs --yes or a confirmation); the "
+        'next run registers a new one. Each acts on the account at one CA: --ca NAME ("default" '
+        "is [acme], the default; else a [ca.NAME] table).",
     )
-    account.add_argument("action", choices=["show", "rollover", "deactivate"])
+    account.add_argument("action", choices=["show", "update", "rollover", "deactivate"])
+    account.add_argument(
+        "--ca", metavar="NAME", default="default", help="which CA's account (default: [acme])"
+    )
+    account.add_argument("--email", metavar="ADDR", help="update: the new contact address")
     account.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     account.add_argument("--json", action="store_true", help="machine-readable `show`")
 
@@ -83,11 +93,11 @@ def run_operator_command(config: Config, args: argparse.Namespace) -> int:
     if args.command == "revoke":
         from ..engine.accountops import revoke
 
-        serial = revoke(config, args.cert, args.reason)
+        serial = revoke(config, args.cert, args.reason, args.ca)
         print(f"{args.cert}: serial {serial} revoked; the next run obtains a new certificate")
         return EXIT_OK
     if args.command == "account":
-        return cmd_account(config, args.action, args.yes, args.json)
+        return cmd_account(config, args)
     if args.command == "import-certbot":
         from .certbot_import import run_import
 
@@ -157,11 +167,21 @@ def _unreadable_state(state_dir: Path) -> str | None:
     return None
 
 
-def cmd_account(config: Config, action: str, yes: bool, as_json: bool) -> int:
+def cmd_account(config: Config, args: argparse.Namespace) -> int:
     from ..engine import accountops
 
+    action, yes, as_json = args.action, args.yes, args.json
+    ca = accountops.ca_named(config, args.ca)
+    if (args.email is not None) != (action == "update"):
+        raise UsageError("account update needs --email ADDR (and --email goes with update only)")
+    if action == "update":
+        if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", args.email):
+            raise UsageError(f"--email {args.email!r}: not an e-mail address")
+        contact = accountops.update_email(config, ca, args.email)
+        print(f"{ca.label}: the account's contact is now {', '.join(contact)}")
+        return EXIT_OK
     if action == "show":
-        info = accountops.show(config)
+        info = accountops.show(config, ca)
         if as_json:
             print(json.dumps(info, indent=2))
         else:
@@ -169,11 +189,12 @@ def cmd_account(config: Config, action: str, yes: bool, as_json: bool) -> int:
                 print(f"{key + ':':<12}{value}")
         return EXIT_OK if info["status"] == "valid" else EXIT_FAILED
     if action == "rollover":
-        print(f"{accountops.rollover(config)}: account key replaced")
+        print(f"{accountops.rollover(config, ca)}: account key replaced")
         return EXIT_OK
-    if not yes and not _confirm("Deactivate the ACME account? This cannot be undone."):
+    if not yes and not _confirm(f"Deactivate the ACME account at {ca.label}? This cannot be "
+                                "undone."):  # fmt: skip
         raise UsageError("account deactivate: not confirmed (pass --yes to skip the question)")
-    print(f"{accountops.deactivate(config)}: deactivated")
+    print(f"{accountops.deactivate(config, ca)}: deactivated")
     return EXIT_OK
 
 

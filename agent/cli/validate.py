@@ -18,9 +18,10 @@ def problems(config: Config) -> list[str]:
     """Every problem of a configuration whose main file loaded."""
     lines = [p.message for p in config.problems]
     secrets = []
-    eab_file = config.acme.eab_hmac_key_file
-    if eab_file is not None and not _has_account(config):  # needed once, to register
-        secrets.append((eab_file, "[acme] eab_hmac_key_file", False))
+    for ca in config.cas.values():
+        eab_file = ca.eab_hmac_key_file
+        if eab_file is not None and not _has_account(config, ca.directory):  # needed once
+            secrets.append((eab_file, f"{ca.label} eab_hmac_key_file", False))
     if config.cluster is not None:
         secrets.append((config.cluster.key_file, "[cluster] key_file", True))
         if config.cluster.password_file is not None:
@@ -30,16 +31,17 @@ def problems(config: Config) -> list[str]:
             read_secret_file(path, field, "it is named in the configuration", private=private)
         except ConfigError as err:
             lines.append(f"{config.path}: {err}")
-    if config.acme.ca_bundle is not None and not config.acme.ca_bundle.is_file():
-        lines.append(f"{config.path}: [acme] ca_bundle: {config.acme.ca_bundle} does not exist")
+    for ca in config.cas.values():
+        if ca.ca_bundle is not None and not ca.ca_bundle.is_file():
+            lines.append(f"{config.path}: {ca.label} ca_bundle: {ca.ca_bundle} does not exist")
     if config.http01.mode == "webroot" and config.http01.webroot is not None:
         lines += [f"{config.path}: {line}" for line in _webroot_problems(config.http01.webroot)]
     return lines
 
 
-def _has_account(config: Config) -> bool:
+def _has_account(config: Config, directory: str) -> bool:
     """Is an account stored for the CA (then the EAB key file is no longer needed)?"""
-    folder = Store(config.state_dir).account_dir(config.acme.directory)
+    folder = Store(config.state_dir).account_dir(directory)
     return (folder / "account.json").is_file()
 
 

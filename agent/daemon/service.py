@@ -84,7 +84,7 @@ class Daemon:
     # -- set-up -------------------------------------------------------------------------
     def _planner(self, config: Config) -> Planner:
         """The daemon plans offline (state on disk only): the worker asks the CA."""
-        return Planner(self.store, config.acme.directory, lambda: datetime.now(UTC))
+        return Planner(self.store, config.cas, lambda: datetime.now(UTC))
 
     def _start_responder(self, config: Config) -> None:
         """In standalone mode one HTTP-01 responder stays up; the workers hand it their
@@ -103,8 +103,9 @@ class Daemon:
 
         tokens_dir = self.store.private_dir("http01")
         # In a cluster it also answers the tokens other hosts published in Redis.
-        thumbprint = local_thumbprint(self.store, config.acme.directory)
-        fallback = (self._cluster.token_answerer(config.acme.directory, thumbprint)
+        accounts = {ca.directory: local_thumbprint(self.store, ca.directory)
+                    for ca in config.cas.values()}  # fmt: skip
+        fallback = (self._cluster.token_answerer(accounts)
                     if self._cluster is not None else None)  # fmt: skip
         http01 = config.http01
         responder = Responder(http01.listen_host, http01.listen_port, tokens_dir, fallback)

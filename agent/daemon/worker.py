@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from ..config.types import Config
+from ..config.types import DEFAULT_CA, Config
 from ..deploy.commands import kill_group
 from ..errors import AgentError
 from ..model import Outcome
@@ -98,11 +98,16 @@ TRANSIENT_ATTEMPTS = 6
 def silence_limit(config: Config) -> float:
     """Seconds without an outcome after which a worker is taken for hung (e.g. stopped, or
     stuck on a CA that never answers) and its process group is killed."""
-    acme = config.acme
     deploys = [c.deploy for c in config.certificates if c.deploy is not None]
     deploy = max((d.timeout * 2 + d.verify_timeout for d in deploys), default=0.0)
     hooks = config.hooks.timeout if (config.hooks.pre or config.hooks.post) else 0.0
-    order = acme.issuance_timeout + (TRANSIENT_ATTEMPTS * acme.request_timeout)
+    # A certificate may be tried at each of its CAs in turn (fallback): the longest chain.
+    chains = {c.ca for c in config.certificates} or {(DEFAULT_CA,)}
+    order = max(
+        sum(ca.issuance_timeout + TRANSIENT_ATTEMPTS * ca.request_timeout
+            for ca in (config.cas[name] for name in chain if name in config.cas))
+        for chain in chains
+    )  # fmt: skip
     return order + deploy + 2 * hooks + SILENCE_MARGIN
 
 

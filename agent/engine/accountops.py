@@ -1,5 +1,5 @@
-"""`account show|rollover|deactivate` and `revoke`: operations on the stored account
-(the fleet's shared one in fleet mode)."""
+"""`account show|update|rollover|deactivate` and `revoke`: operations on the stored
+account of one CA (the fleet's shared one in fleet mode)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 
 from .. import keys
 from ..acme.client import account_key_pem_new
-from ..config.types import Config
-from ..errors import AgentError, ConfigError, StoreError
+from ..config.cas import issuer_of
+from ..config.types import DEFAULT_CA, AcmeConfig, Config
+from ..errors import AgentError, ConfigError, StoreError, UsageError
 from ..fleet.cluster import open_cluster
 from ..model import REVOCATION_REASONS
 from ..store.attempts import record_revocation
@@ -21,13 +22,23 @@ from .accounts import open_client, set_aside, set_aside_accounts, stored_client,
 log = logging.getLogger(__name__)
 
 
-def show(config: Config) -> dict[str, object]:
+def ca_named(config: Config, name: str | None) -> AcmeConfig:
+    """The CA ``--ca NAME`` names ([acme] is "default", the default)."""
+    ca = config.ca(name or DEFAULT_CA)
+    if ca is None:
+        raise UsageError(f"--ca {name}: no such CA in {config.path} (configured: "
+                         f"{', '.join(config.cas)})")  # fmt: skip
+    return ca
+
+
+def show(config: Config, ca: AcmeConfig | None = None) -> dict[str, object]:
     """The account as the CA has it now. Read-only: never registers (that would spend
     single-use EAB credentials), deactivates or rolls over; with no account, says so."""
+    ca = ca or config.acme
     store = Store(config.state_dir)
-    directory = config.acme.directory
+    directory = ca.directory
     folder = store.account_dir(directory)
-    client = stored_client(config.acme, store, open_cluster(config.cluster))
+    client = stored_client(ca, store, open_cluster(config.cluster))
     if client is None:
         aside = set_aside_accounts(store, directory)
         if not aside:
@@ -36,13 +47,14 @@ def show(config: Config) -> dict[str, object]:
                 "one (renew and run do too, when a certificate is due)"
             )
         stamp, uri = aside[0]
-        return {"url": uri, "directory": directory, "status": "deactivated",
+        return {"url": uri, "ca": ca.name, "directory": directory, "status": "deactivated",
                 "deactivated": stamp, "folder": f"{folder}.deactivated-{stamp}",
                 "next": "the next renew or run registers a new account (fresh EAB "
                         "credentials where the CA asks for them)"}  # fmt: skip
     details = client.account_details()
     return {
         "url": client.account_uri,
+        "ca": ca.name,
         "directory": directory,
         "status": details.get("status"),
         "contact": details.get("contact", []),
@@ -52,13 +64,27 @@ def show(config: Config) -> dict[str, object]:
     }
 
 
-def rollover(config: Config) -> str:
+def update_email(config: Config, ca: AcmeConfig, email: str) -> list[str]:
+    """RFC 8555 section 7.3.2: the account's contact becomes ``email``; the CA's new list.
+    Needs an account (never registers one: that could spend single-use EAB credentials)."""
+    client = stored_client(ca, Store(config.state_dir), open_cluster(config.cluster))
+    if client is None:
+        raise AgentError(f"no ACME account for {ca.directory} ({ca.label}): 'acme-agent "
+                         "register' creates one (with the email of the configuration)")  # fmt: skip
+    contact = client.update_contact([email])
+    log.info("%s: the account %s's contact is now %s (set email in %s too, for a new "
+             "account)", ca.label, client.account_uri, ", ".join(contact), ca.label)  # fmt: skip
+    return contact
+
+
+def rollover(config: Config, ca: AcmeConfig | None = None) -> str:
     """Replace the account key. The new key is saved beside the old one first, so a crash
     at any point leaves a key the CA accepts on disk (the next key, or the old one)."""
+    ca = ca or config.acme
     store = Store(config.state_dir)
     cluster = open_cluster(config.cluster)
-    client = open_client(config.acme, store, cluster)
-    folder = store.account_dir(config.acme.directory)
+    client = open_client(ca, store, cluster)
+    folder = store.account_dir(ca.directory)
     pending = folder / "private_key.pem.next"
     new = account_key_pem_new()
     write_file_atomic(pending, keys.key_to_pem(new.key), 0o600)
@@ -71,35 +97,43 @@ def rollover(config: Config) -> str:
             f"({err.strerror}); move private_key.pem.next over private_key.pem by hand"
         ) from None
     if cluster is not None:  # the other hosts take the new key from Redis
-        generation = cluster.store_account(config.acme.directory, keys.key_to_pem(new.key),
+        generation = cluster.store_account(ca.directory, keys.key_to_pem(new.key),
                                            str(client.account_uri), thumbprint(new))  # fmt: skip
-        store.save_account(config.acme.directory, str(client.account_uri), thumbprint(new),
+        store.save_account(ca.directory, str(client.account_uri), thumbprint(new),
                            generation)  # fmt: skip
     return str(client.account_uri)
 
 
-def deactivate(config: Config) -> str:
+def deactivate(config: Config, ca: AcmeConfig | None = None) -> str:
     """Deactivate the account at the CA and set its folder aside (the next run registers a
     new account, which needs fresh EAB credentials where the CA asks for them)."""
+    ca = ca or config.acme
     store = Store(config.state_dir)
     cluster = open_cluster(config.cluster)
-    client = open_client(config.acme, store, cluster)
+    client = open_client(ca, store, cluster)
     uri = str(client.account_uri)
     client.deactivate()
-    set_aside(store, config.acme.directory)
+    set_aside(store, ca.directory)
     if cluster is not None:  # the other hosts set their copies aside and register anew
-        cluster.forget_account(config.acme.directory, uri)
+        cluster.forget_account(ca.directory, uri)
     return uri
 
 
-def revoke(config: Config, name: str, reason: str) -> str:
+def revoke(config: Config, name: str, reason: str, ca_name: str | None = None) -> str:
+    """Revoke ``name``'s certificate in service at the CA that issued it (``ca_name``:
+    at that one instead, e.g. for a certificate whose CA is not known)."""
     store = Store(config.state_dir)
-    if config.certificate(name) is None:
+    cert = config.certificate(name)
+    if cert is None:
         raise ConfigError(f"{config.path}: no certificate named {name!r}")
     current = store.current(name)
-    if current is None:
+    record = store.record(name)
+    if current is None or record is None:
         raise ConfigError(f"{name}: there is no certificate to revoke in {store.live_dir(name)}")
-    client = open_client(config.acme, store, open_cluster(config.cluster))
+    ca = ca_named(config, ca_name) if ca_name else issuer_of(cert, config.cas, record.ca)
+    if ca is None:
+        raise UsageError(f"{name}: the CA that issued it is not known; name it with --ca NAME")
+    client = open_client(ca, store, open_cluster(config.cluster))
     client.revoke(current.cert, REVOCATION_REASONS[reason], name)
     serial = f"{current.cert.serial_number:x}"
     record_revocation(store, name, serial, datetime.now(UTC))

@@ -234,16 +234,16 @@ def _eab_credentials(acme: AcmeConfig, client: AcmeClient) -> tuple[str, str] | 
     if acme.eab_kid is None:
         if client.requires_eab():
             raise ConfigError(
-                f"{acme.directory} requires External Account Binding: set [acme] eab_kid and "
-                "eab_hmac_key_file to the credentials your CA issued"
+                f"{acme.directory} requires External Account Binding: set {acme.label} eab_kid "
+                "and eab_hmac_key_file to the credentials your CA issued"
             )
         return None
     if acme.eab_hmac_key is not None:
         return acme.eab_kid, acme.eab_hmac_key.strip()
     if acme.eab_hmac_key_file is None:
         raise ConfigError(
-            "[acme] eab_hmac_key_file: needed to create the ACME account (eab_kid is set)"
+            f"{acme.label} eab_hmac_key_file: needed to create the ACME account (eab_kid is set)"
         )
-    field = "[acme] eab_hmac_key_file"
+    field = f"{acme.label} eab_hmac_key_file"
     needed = "it is needed to create the ACME account"
     return acme.eab_kid, read_secret_file(acme.eab_hmac_key_file, field, needed)

@@ -92,14 +92,15 @@ class Obtainer:
         pending = orders.load_pending(store, request.name)
         if pending is None:
             return None
+        if pending.directory != self.client.directory_url:
+            return None  # another CA's (a fallback after it timed out): left for that CA
         directory = urlsplit(self.client.directory_url)
         url = urlsplit(pending.url)
         why = None
         if (url.scheme, url.netloc) != (directory.scheme, directory.netloc):
             why = "is not on the CA's origin"
-        elif (pending.directory, pending.account) != (self.client.directory_url,
-                                                      self.client.account_uri or ""):  # fmt: skip
-            why = "is for another CA or account"
+        elif pending.account != (self.client.account_uri or ""):
+            why = "is for another account"
         elif (sorted(pending.domains), pending.key_type, pending.profile) != (
             sorted(request.domains), request.key_type, request.profile):  # fmt: skip
             why = "is for other names, another key type or profile"

@@ -4,6 +4,7 @@ config/prometheus/alerts.yml and config/grafana/acme-agent.json."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from datetime import datetime
@@ -26,6 +27,9 @@ from ..store.files import write_file_atomic
 if TYPE_CHECKING:
     from ..model import CertRecord, CertStatus, Outcome
 
+# Per-certificate gauges: its name, and the name of the CA that issued the certificate in
+# service ("default" is [acme]; "" while none is, or not known).
+CERT_LABELS = ("name", "ca")
 # ACME requests take milliseconds against a local CA, seconds against a busy one.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -39,19 +43,19 @@ class Metrics:
         r = self.registry
         self.expiry = Gauge(
             "acme_agent_certificate_expiry_timestamp_seconds",
-            "notAfter of the certificate in service (Unix time)", ["name"], registry=r,
+            "notAfter of the certificate in service (Unix time)", CERT_LABELS, registry=r,
         )  # fmt: skip
         self.next_renewal = Gauge(
             "acme_agent_certificate_next_renewal_timestamp_seconds",
-            "When the agent will renew the certificate (Unix time)", ["name"], registry=r,
+            "When the agent will renew the certificate (Unix time)", CERT_LABELS, registry=r,
         )  # fmt: skip
         self.lifetime = Gauge(
             "acme_agent_certificate_lifetime_seconds",
-            "notAfter - notBefore of the certificate in service", ["name"], registry=r,
+            "notAfter - notBefore of the certificate in service", CERT_LABELS, registry=r,
         )  # fmt: skip
         self.last_success = Gauge(
             "acme_agent_certificate_last_renewal_success",
-            "1 if the last renewal attempt succeeded, 0 if it failed", ["name"], registry=r,
+            "1 if the last renewal attempt succeeded, 0 if it failed", CERT_LABELS, registry=r,
         )  # fmt: skip
         self.attempts = Counter(
             "acme_agent_renewal_attempts_total", "Renewal attempts", ["name"], registry=r
@@ -85,6 +89,21 @@ class Metrics:
             "acme_agent_last_run_timestamp_seconds",
             "When the agent last checked its certificates (Unix time)", registry=r,
         )  # fmt: skip
+        self._per_cert = (self.expiry, self.next_renewal, self.lifetime, self.last_success)
+        self._ca: dict[str, str] = {}  # name -> its "ca" label (one series per certificate)
+
+    def _labels(self, name: str, ca: str | None = None) -> tuple[str, str]:
+        """(name, ca) for a certificate's gauges; ``ca`` None: as known. When the issuing
+        CA changes (a fallback), the series under the old label are removed, so each
+        certificate has one series per gauge (an alert never fires on a stale one)."""
+        known = self._ca.get(name)
+        label = (known or "") if ca is None else ca
+        if known is not None and known != label:
+            for gauge in self._per_cert:
+                with contextlib.suppress(KeyError):  # not set yet under that label
+                    gauge.remove(name, known)
+        self._ca[name] = label
+        return name, label
 
     def observe_request(self, step: str, seconds: float) -> None:
         self.request_duration.labels(step).observe(seconds)
@@ -99,21 +118,23 @@ class Metrics:
         if outcome.status in (Status.UNCHANGED, Status.WAITING):  # nothing was attempted
             return
         self.attempts.labels(outcome.name).inc()
-        self.last_success.labels(outcome.name).set(0 if outcome.failed else 1)
+        labels = self._labels(outcome.name, outcome.ca or None)
+        self.last_success.labels(*labels).set(0 if outcome.failed else 1)
         if outcome.failed:
             self.failures.labels(outcome.name, outcome.error_type or "unknown").inc()
 
     def refresh(self, statuses: Iterable[CertStatus]) -> None:
         """Gauges from the state on disk (after a `renew` run, for the textfile)."""
         for s in statuses:
+            labels = self._labels(s.name, s.ca or "")
             if s.not_after is not None and s.lifetime_seconds is not None:
-                self.expiry.labels(s.name).set(datetime.fromisoformat(s.not_after).timestamp())
-                self.lifetime.labels(s.name).set(s.lifetime_seconds)
+                self.expiry.labels(*labels).set(datetime.fromisoformat(s.not_after).timestamp())
+                self.lifetime.labels(*labels).set(s.lifetime_seconds)
             if s.next_renewal is not None:
                 when = datetime.fromisoformat(s.next_renewal).timestamp()
-                self.next_renewal.labels(s.name).set(when)
+                self.next_renewal.labels(*labels).set(when)
             if s.last_result is not None and s.last_result != "revoked":
-                self.last_success.labels(s.name).set(0 if s.last_error else 1)
+                self.last_success.labels(*labels).set(0 if s.last_error else 1)
         self.last_run.set(time.time())
 
     def refresh_one(
@@ -121,13 +142,16 @@ class Metrics:
     ) -> None:
         """One certificate's gauges from its record and the daemon's schedule (``ok``: the
         last attempt succeeded; None: nothing attempted yet)."""
+        ca = None if record is None else "default" if record.ca is None else record.ca
+        labels = self._labels(name, ca)
         if record is not None:
-            self.expiry.labels(name).set(record.not_after.timestamp())
-            self.lifetime.labels(name).set((record.not_after - record.not_before).total_seconds())
+            self.expiry.labels(*labels).set(record.not_after.timestamp())
+            span = (record.not_after - record.not_before).total_seconds()
+            self.lifetime.labels(*labels).set(span)
         if next_run is not None:
-            self.next_renewal.labels(name).set(next_run.timestamp())
+            self.next_renewal.labels(*labels).set(next_run.timestamp())
         if ok is not None:
-            self.last_success.labels(name).set(1 if ok else 0)
+            self.last_success.labels(*labels).set(1 if ok else 0)
 
     def write_textfile(self, path: Path) -> None:
         """node_exporter's textfile collector reads *.prom (as its own user, e.g.

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from ..config.types import CertificateConfig
+from ..config.cas import issuer_of
+from ..config.types import AcmeConfig, CertificateConfig
 from ..model import AriState, CertFacts, CertRecord, Outcome, Plan, Status, facts
 from ..policy import renewal
 from ..policy.durations import span
@@ -35,14 +36,19 @@ class Planner:
     def __init__(
         self,
         store: Store,
-        directory: str,
+        cas: Mapping[str, AcmeConfig],
         clock: Callable[[], datetime],
         refresh: AriRefresh | None = None,
     ) -> None:
         self.store = store
-        self.directory = directory  # the CA's: whether it is known to offer no ARI
+        self.cas = cas  # the issuing CA's directory: whether it is known to offer no ARI
         self.clock = clock
         self.refresh = refresh
+
+    def directory(self, cert: CertificateConfig, current: CertRecord) -> str:
+        """The directory of the CA that issued ``current`` (its renewal information)."""
+        ca = issuer_of(cert, self.cas, current.ca)
+        return ca.directory if ca is not None else ""
 
     def plan(
         self,
@@ -92,7 +98,7 @@ class Planner:
             return state if state is not None and state.serial == current.serial else None
         if not renewal.needs_ari_refresh(state, current.serial, now):
             return state
-        no_ari_until = ari.ca_without_ari(self.store, self.directory, now)
+        no_ari_until = ari.ca_without_ari(self.store, self.directory(cert, current), now)
         if no_ari_until is not None:  # known: this CA has no renewalInfo; no request
             return AriState(current.serial, False, no_ari_until)
         assert self.refresh is not None
@@ -102,12 +108,12 @@ class Planner:
         state = ari.load_state(self.store, cert.name)  # as the refresh left it (postponed)
         return state if state is not None and state.serial == current.serial else None
 
-    def needs_ari_request(self, name: str, current: CertRecord) -> bool:
-        """Would planning ``name`` online ask the CA for renewal information?"""
+    def needs_ari_request(self, cert: CertificateConfig, current: CertRecord) -> bool:
+        """Would planning ``cert`` online ask the CA for renewal information?"""
         now = self.clock()
         return renewal.needs_ari_refresh(
-            ari.load_state(self.store, name), current.serial, now
-        ) and (ari.ca_without_ari(self.store, self.directory, now) is None)
+            ari.load_state(self.store, cert.name), current.serial, now
+        ) and (ari.ca_without_ari(self.store, self.directory(cert, current), now) is None)
 
     def unchanged(
         self, cert: CertificateConfig, current: CertRecord | None, plan: Plan

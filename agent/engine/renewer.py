@@ -19,8 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from ..config.types import CertificateConfig, Config
-from ..errors import AccountError, AgentError, CAError, ConfigError
+from ..config.cas import issuer_of, usable_cas
+from ..config.types import AcmeConfig, CertificateConfig, Config
+from ..errors import AccountError, AgentError, CAError, ConfigError, IssuanceError
 from ..model import (
     AriState,
     CertRecord,
@@ -36,6 +37,7 @@ from ..store.attempts import record_attempt
 from ..store.certs import Store
 from ..store.skew import load_skew
 from .backend import CertBackend, Claim, LocalBackend, open_backend
+from .clients import Clients, measure_skew, name_the_ca
 from .deployment import deploy_pending, pending_deployments
 from .hooks import run_post_hook, run_pre_hook
 from .plan import Planner, check_clock
@@ -62,6 +64,7 @@ class Renewer:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         solver_factory: Callable[[], Solver] | None = None,
         dry_run: bool = False,
+        allow_production: bool = False,
         metrics: Metrics | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
@@ -74,44 +77,31 @@ class Renewer:
         self.backend: CertBackend = open_backend(config, self.store)
         # A dry run shares nothing with the fleet: no lease, no version taken or published.
         self.claims: CertBackend = LocalBackend(self.store) if dry_run else self.backend
-        self.planner = Planner(self.store, config.acme.directory, clock, self._refresh_ari)
+        self.planner = Planner(self.store, config.cas, clock, self._refresh_ari)
+        observer = metrics.observe_request if metrics is not None else None
+        self.clients = Clients(config, self.store, self.backend.cluster, dry_run=dry_run,
+                               allow_production=allow_production, observer=observer)  # fmt: skip
         self._solver_factory = solver_factory
-        self._client: AcmeClient | None = None
-        self._client_lock = threading.Lock()
-        self._ari_unreachable = False
+        self._solver_lock = threading.Lock()
+        self._ari_unreachable: set[str] = set()  # CAs whose renewalInfo could not be fetched
 
     @property
     def solver_factory(self) -> Callable[[], Solver]:
         """Built once (orders in several threads share its responder), lazily: http01 is
         imported only when a certificate is due."""
-        with self._client_lock:
+        with self._solver_lock:
             if self._solver_factory is None:
                 from .solvers import solver_factory_for
 
                 self._solver_factory = solver_factory_for(self.config, self.backend)
             return self._solver_factory
 
-    def client(self, run: RunContext | None = None) -> AcmeClient:
-        """The account-bound client; protocol modules are imported only when needed.
-        Within one run a failed registration is not retried for every certificate."""
-        if run is not None and run.client_error is not None:
-            raise run.client_error
-        with self._client_lock:
-            if self._client is None:
-                from .accounts import open_client
-
-                acme = self.config.acme
-                if self.dry_run and acme.staging_directory:
-                    acme = dataclasses.replace(acme, directory=acme.staging_directory)
-                try:
-                    self._client = open_client(acme, self.store, self.backend.cluster)
-                    if self.metrics is not None:
-                        self._client.observer = self.metrics.observe_request
-                except AgentError as err:
-                    if run is not None:
-                        run.client_error = err
-                    raise
-            return self._client
+    def check_dry_run(self, certs: Iterable[CertificateConfig]) -> None:
+        """Before any request: every CA a dry run of ``certs`` may reach has a staging
+        directory (or --allow-production was given); ConfigError (exit 2) otherwise."""
+        for cert in certs:
+            for ca in usable_cas(cert, self.config.cas):
+                self.clients.target(ca)
 
     def select(self, names: Iterable[str]) -> list[CertificateConfig]:
         wanted = list(dict.fromkeys(names))
@@ -166,7 +156,7 @@ class Renewer:
                     todo.append(cert)
                     if quick:
                         due.add(cert.name)
-        workers = min(self.config.acme.max_concurrent_orders, len(todo))
+        workers = min(self.config.acme.max_concurrent_orders, len(todo))  # [acme]'s
         if workers <= 1:
             done.update((c.name, self.process(c, run, force, c.name in due)) for c in todo)
         else:
@@ -213,7 +203,7 @@ class Renewer:
             current = self.store.record(cert.name)
             if current is None or self.claims.differs(cert.name, current):
                 return False  # nothing here yet, or another version in the fleet
-            if self.planner.needs_ari_request(cert.name, current):
+            if self.planner.needs_ari_request(cert, current):
                 return False  # renewal information to fetch: in the pool, with the others
             return self.planner.unchanged_now(cert, current) or True
         except Exception:  # any doubt: the full path decides and reports
@@ -252,9 +242,6 @@ class Renewer:
                 return adopted
             return outcome
         except AccountError as err:
-            if cert.name not in run.account_retried and self._recover_account(err, run):
-                run.account_retried.add(cert.name)
-                return self._process(cert, run, force, due)  # once per certificate
             self._report(_failed(cert, err))  # status, check and the metrics show it
             raise  # the account cannot be used (e.g. EAB): stop, exit 2
         except ConfigError:
@@ -262,32 +249,10 @@ class Renewer:
         except Exception as err:
             return _failed(cert, err)
 
-    def _recover_account(self, err: AccountError, run: RunContext) -> bool:
-        """The CA lost the account (accountDoesNotExist; deactivated or revoked outside the
-        agent, e.g. AWS ACM's RevokeAcmeAccount): set it aside and register a new one with
-        the configured EAB credentials, once per run (:func:`.accounts.forget_lost`).
-        True: try again (another certificate of the run may have done it already)."""
-        if err.problem_type != "accountDoesNotExist" or self.dry_run:
-            return False
-        if self.backend.cluster is not None:
-            return False  # the fleet's account: `account deactivate` on one host handles it
-        from .accounts import forget_lost
-
-        with self._client_lock:
-            if run.account_recovered:
-                return True
-            run.account_recovered = True
-            if self._client is None or not forget_lost(self.store, self._client, err):
-                return False
-            self._client, run.client_error = None, None
-        return True
-
     def _renew_claimed(
         self, cert: CertificateConfig, run: RunContext, force: bool, claim: Claim
     ) -> Outcome:
         """Holding the right to renew: plan again, order, publish, install."""
-        from .issue import Obtainer
-
         current = self.store.record(cert.name)  # again: another process may have renewed
         plan = self.planner.plan(cert, current, force=force)
         if (unchanged := self.planner.unchanged(cert, current, plan)) is not None:
@@ -295,66 +260,108 @@ class Renewer:
         if not (force or self.dry_run) and (held := self.planner.held_back(cert, current, plan)):
             return held  # due again too soon: a loop in the making, not an order
         if not (force or self.dry_run) and load_skew(self.store) is not None:
-            measured = _measure_skew(self.client(run), self.clock())
+            first = usable_cas(cert, self.config.cas)[0]
+            measured = measure_skew(self.clients.get(first, run), self.clock())
             if (held := self.planner.held_for_clock(cert, measured)) is not None:
                 return held
         log.info("%s: obtaining a certificate for %s (%s)", cert.name, ", ".join(cert.domains),
                  plan.reason, extra={"cert": cert.name, "domains": list(cert.domains)})  # fmt: skip
         if not self.dry_run:
             run_pre_hook(self.config.hooks, run)
-        client = self.client(run)
-        request = OrderRequest(cert.name, cert.domains, cert.key_type, cert.profile,
-                               cert.field("profile"))  # fmt: skip
-        replacing = None if self.dry_run or current is None else self.store.current(cert.name)
-        store = None if self.dry_run else self.store
-        timeout = self.config.acme.issuance_timeout
-        obtainer = Obtainer(client, self.solver_factory(), timeout, store, self.clock())
-        issued = obtainer.obtain(request, current, replacing)
+        issued, ca, client = self._obtain(cert, current, run)
         if self.dry_run:
-            detail = f"dry run: serial {issued.chain.cert.serial_number:x} obtained and discarded"
-            return Outcome(
-                cert.name, Status.DRY_RUN, detail, None, issued.chain.cert.not_valid_after_utc
-            )
+            serial = issued.chain.cert.serial_number
+            detail = f"dry run: serial {serial:x} obtained from {ca.label} and discarded"
+            return Outcome(cert.name, Status.DRY_RUN, detail, None,
+                           issued.chain.cert.not_valid_after_utc, ca=ca.name)  # fmt: skip
         claim.publish(issued.key_pem, issued.chain)
-        outcome = self._install(cert, plan, issued, client.account_uri or "")
+        outcome = self._install(cert, plan, issued, ca.name, client.account_uri or "")
         check_clock(self.store, self.planner, cert, client.poster.last_date, self.clock())
         return outcome
 
+    def _obtain(
+        self, cert: CertificateConfig, current: CertRecord | None, run: RunContext
+    ) -> tuple[Issued, AcmeConfig, AcmeClient]:
+        """From the first of ``cert``'s CAs that issues it: a failure at one (unreachable
+        after retries, a refusal, an issuance timeout, its account) tries the next in the
+        same run; the next renewal starts again from the first."""
+        cas = usable_cas(cert, self.config.cas)
+        for i, ca in enumerate(cas):
+            try:
+                issued, client = self._obtain_at(ca, cert, current, run)
+                return issued, ca, client
+            except (CAError, IssuanceError) as err:
+                name_the_ca(err, ca, len(self.config.cas) > 1)
+                if i + 1 == len(cas):
+                    raise
+                log.warning("%s: %s; trying %s", cert.name, err, cas[i + 1].label,
+                            extra={"cert": cert.name, "ca": ca.name,
+                                   "error_type": "fallback"})  # fmt: skip
+        raise ConfigError(f"{cert.field('ca')}: no CA accepts key type {cert.key_type}")
+
+    def _obtain_at(
+        self, ca: AcmeConfig, cert: CertificateConfig, current: CertRecord | None,
+        run: RunContext,
+    ) -> tuple[Issued, AcmeClient]:  # fmt: skip
+        """One CA's try; a lost account is set aside and replaced once, then tried again."""
+        from .issue import Obtainer
+
+        try:
+            client = self.clients.get(ca, run)
+            request = OrderRequest(cert.name, cert.domains, cert.key_type, cert.profile,
+                                   cert.field("profile"))  # fmt: skip
+            live = None if self.dry_run or current is None else self.store.current(cert.name)
+            store = None if self.dry_run else self.store
+            timeout = ca.issuance_timeout
+            obtainer = Obtainer(client, self.solver_factory(), timeout, store, self.clock())
+            return obtainer.obtain(request, current, live), client
+        except AccountError as err:
+            key = (ca.name, cert.name)
+            if key in run.account_retried or not self.clients.recover(ca, err, run):
+                raise
+            run.account_retried.add(key)
+            return self._obtain_at(ca, cert, current, run)
+
     def _install(
-        self, cert: CertificateConfig, plan: Plan, issued: Issued, account: str
+        self, cert: CertificateConfig, plan: Plan, issued: Issued, ca: str, account: str
     ) -> Outcome:
         chain = issued.chain
-        folder = self.store.install(cert.name, issued.key_pem, chain, account, self.clock())
+        folder = self.store.install(cert.name, issued.key_pem, chain, account, self.clock(), ca)
         not_after = chain.cert.not_valid_after_utc
         record = self.store.record(cert.name)
         if record is not None:  # the new certificate's renewal information, while connected
             with contextlib.suppress(AgentError):
                 self._refresh_ari(cert, record, self.clock())
-        log.info("%s: installed serial %x, valid until %s (%s)", cert.name,
-                 chain.cert.serial_number, not_after.isoformat(), folder,
-                 extra={"cert": cert.name, "order": issued.order_url})  # fmt: skip
+        log.info("%s: installed serial %x from %s, valid until %s (%s)", cert.name,
+                 chain.cert.serial_number, ca, not_after.isoformat(), folder,
+                 extra={"cert": cert.name, "order": issued.order_url, "ca": ca})  # fmt: skip
         live = self.store.live_dir(cert.name)
-        return Outcome(cert.name, Status.ISSUED, plan.reason or "", live, not_after)
+        return Outcome(cert.name, Status.ISSUED, plan.reason or "", live, not_after, ca=ca)
 
     def _refresh_ari(
         self, cert: CertificateConfig, current: CertRecord, now: datetime
     ) -> AriState | None:
-        """Ask the CA for ``cert``'s renewal information and keep it (None: no answer)."""
-        live = self.store.current(cert.name) if not self._ari_unreachable else None
-        if live is None:
+        """Ask the CA that issued ``cert``'s certificate in service for its renewal
+        information and keep it (None: no answer)."""
+        ca = issuer_of(cert, self.config.cas, current.ca)
+        live = None
+        if ca is not None and ca.name not in self._ari_unreachable:
+            live = self.store.current(cert.name)
+        if ca is None or live is None:
             return self._postpone_ari(cert.name, current, now)
         from ..acme import ari as ari_request
 
         try:
-            fresh = ari_request.fetch(self.client(), live.cert, cert.name, now)
+            fresh = ari_request.fetch(self.clients.get(ca), live.cert, cert.name, now)
         except (ConfigError, AccountError):
             raise
         except AgentError as err:
-            self._ari_unreachable = True  # once per process, not once per certificate
-            log.warning("%s: cannot check renewal information: %s", cert.name, err)
+            self._ari_unreachable.add(ca.name)  # once per process, not once per certificate
+            log.warning("%s: cannot check renewal information at %s: %s", cert.name, ca.label,
+                        err)  # fmt: skip
             return self._postpone_ari(cert.name, current, now)
         if not fresh.supported:
-            ari.remember_ca_without_ari(self.store, self.config.acme.directory, fresh.next_check)
+            ari.remember_ca_without_ari(self.store, ca.directory, fresh.next_check)
         ari.save_state(self.store, cert.name, fresh)
         return fresh
 
@@ -387,12 +394,3 @@ def _failed(cert: CertificateConfig, err: Exception) -> Outcome:
     log.error("%s", err, extra={"cert": cert.name, "error_type": kind})
     wait = err.retry_after if isinstance(err, CAError) else None
     return Outcome(cert.name, Status.FAILED, str(err), retry_after=wait, error_type=kind)
-
-
-def _measure_skew(client: AcmeClient, now: datetime) -> float | None:
-    """Seconds this host's clock is ahead of the CA's now (a HEAD of newNonce)."""
-    try:
-        theirs = client.ca_time()
-    except AgentError:
-        return None
-    return (now - theirs).total_seconds() if theirs is not None else None

@@ -28,10 +28,11 @@ def _local_solver_factory(config: Config, backend: CertBackend) -> Callable[[], 
         return NoSolver
     tokens_dir = config.state_dir / "http01"
     cluster = backend.cluster
-    directory = config.acme.directory
     store = Store(config.state_dir)
     fallback = (
-        cluster.token_answerer(directory, local_thumbprint(store, directory))
+        cluster.token_answerer(
+            {ca.directory: local_thumbprint(store, ca.directory) for ca in config.cas.values()}
+        )
         if cluster is not None
         else None
     )

@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from ..config.types import CertificateConfig, Config
+from ..config.types import DEFAULT_CA, CertificateConfig, Config
 from ..model import CertRecord, CertStatus
 from ..policy.check import human
 from ..store.attempts import load_attempt
@@ -22,7 +22,7 @@ def gather(
     """Every configured certificate, and every file of certs_dir in error (by the name
     it defines), as the state on disk has them at ``now``."""
     when = now or datetime.now(UTC)
-    planner = Planner(Store(config.state_dir), config.acme.directory, lambda: when)
+    planner = Planner(Store(config.state_dir), config.cas, lambda: when)
     certs = [c for c in config.certificates if names is None or c.name in names]
     statuses = [_one(planner, cert, when) for cert in certs]
     for problem in config.problems:
@@ -92,11 +92,19 @@ def _status(
         deployed=deployed,
         revoked=revoked,
         damaged=damaged,
+        ca=issued_by(c),
     )
 
 
+def issued_by(record: CertRecord) -> str:
+    """The name of the CA that issued ``record`` ("default" for a version with one CA;
+    "": not known, e.g. installed from the fleet or imported)."""
+    return DEFAULT_CA if record.ca is None else record.ca
+
+
 def table(statuses: list[CertStatus]) -> str:
-    head = ("NAME", "DOMAINS", "KEY", "ISSUER", "NOT AFTER", "LEFT", "NEXT RENEWAL (WHY)", "LAST")
+    head = ("NAME", "DOMAINS", "KEY", "CA", "ISSUER", "NOT AFTER", "LEFT", "NEXT RENEWAL (WHY)",
+            "LAST")  # fmt: skip
     rows = [head]
     for s in statuses:
         last = "-" if s.last_result is None else s.last_result
@@ -109,7 +117,7 @@ def table(statuses: list[CertStatus]) -> str:
         if s.damaged:
             last = f"DAMAGED: {s.damaged} (the next renew repairs it)"
         rows.append((
-            s.name, ",".join(s.domains), s.key_type or "-",
+            s.name, ",".join(s.domains), s.key_type or "-", s.ca or "-",
             _short_issuer(s.issuer), (s.not_after or "-")[:16].replace("T", " "),
             human(s.seconds_left),
             f"{(s.next_renewal or '-')[:16].replace('T', ' ')} ({s.next_renewal_reason})",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,38 +149,48 @@ class SharedAccount:
             return None
 
     def token_answerer(
-        self, directory: str, local: Callable[[], tuple[str, int] | None] = lambda: None
+        self, accounts: Mapping[str, Callable[[], tuple[str, int] | None]]
     ) -> Callable[[str], str | None]:
         """For the responder: the key authorization of a token another host published.
         Redis only says *which* tokens are pending; the answer is computed here from the
-        fleet account's thumbprint: the one this host keeps (``local``: thumbprint and
-        generation from state_dir), or the one in Redis under the cluster's MAC when it is
-        newer (a rollover on another host). Whoever can write to Redis cannot have this
-        fleet answer a challenge of another account, nor bring back a rolled-over key."""
-        cached: list[tuple[float, str | None]] = []
+        thumbprint of one of the fleet's accounts (``accounts``: directory -> this host's
+        copy, thumbprint and generation from state_dir; the one in Redis under the
+        cluster's MAC wins when newer: a rollover on another host). With several CAs, the
+        published value says which of those accounts the token is for. Whoever can write
+        to Redis cannot have this fleet answer a challenge of another account, nor bring
+        back a rolled-over key."""
+        cached: list[tuple[float, list[str]]] = []
 
-        def thumbprint() -> str | None:
+        def thumbprints() -> list[str]:
             if not cached or cached[0][0] < time.monotonic():
-                mine, shared = local(), self.account_thumbprint(directory)
-                best = max((t for t in (mine, shared) if t is not None), key=lambda t: t[1],
-                           default=None)  # fmt: skip
-                cached[:] = [(time.monotonic() + THUMBPRINT_CACHE, best[0] if best else None)]
+                known = []
+                for directory, local in accounts.items():
+                    mine, shared = local(), self.account_thumbprint(directory)
+                    best = max((t for t in (mine, shared) if t is not None), key=lambda t: t[1],
+                               default=None)  # fmt: skip
+                    if best is not None:
+                        known.append(best[0])
+                cached[:] = [(time.monotonic() + THUMBPRINT_CACHE, known)]
             return cached[0][1]
 
         def answer(token: str) -> str | None:
             try:
-                pending = self.call(lambda r: r.exists(self.prefix + "http01:" + token))
-                known = thumbprint() if pending else None
+                value = self.call(lambda r: r.get(self.prefix + "http01:" + token))
+                known = thumbprints() if value is not None else []
             except AgentError as err:
                 log.warning("HTTP-01 token lookup: %s", err)
                 return None
-            if pending and known is None:
+            if value is None:
+                return None
+            claimed = str(value).partition(".")[2]
+            chosen = known[0] if len(known) == 1 else claimed if claimed in known else None
+            if chosen is None:
                 log.warning(
-                    "HTTP-01 token %s is pending in Redis, but no authenticated "
-                    "thumbprint of the fleet's account is known; not answered",
+                    "HTTP-01 token %s is pending in Redis, but for no authenticated "
+                    "thumbprint of the fleet's accounts; not answered",
                     token,
                 )
-            return f"{token}.{known}" if pending and known else None
+            return f"{token}.{chosen}" if chosen else None
 
         return answer
 
