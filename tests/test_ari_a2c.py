@@ -189,3 +189,33 @@ def test_renewal_after_import_certbot(tmp_path: Path, a2c: Any) -> None:
     assert main(["--config", str(setup.config), "import-certbot", str(letsencrypt)]) == 0
     assert setup.renew("--force") == 0
     assert setup.versions("cb") == ["0001", "0002"]
+
+
+def test_ari_and_the_account_belong_to_the_ca_that_issued_it(
+    tmp_path: Path, a2c: Any, pebble: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Several CAs: pebble ("default", no renewalInfo) refuses the name, acme2certifier (a
+    fallback that offers ARI) issues it. The renewal information is asked of
+    acme2certifier, the CA that issued the certificate in service, never of pebble."""
+    from tests.conftest import BLOCKED
+
+    eab = tmp_path / "a2c-eab.key"
+    eab.write_text(a2c.eab_hmac_key)
+    eab.chmod(0o600)
+    table = (
+        f'[ca.a2c]\ndirectory = "{a2c.directory_url}"\nca_bundle = "{a2c.ca_bundle}"\n'
+        f'eab_kid = "{a2c.eab_kid}"\neab_hmac_key_file = "{eab}"\nemail = "ops@example.com"\n'
+    )
+    certs = cert_table("f", BLOCKED) + 'ca = ["default", "a2c"]\n'
+    setup = write_config(tmp_path, pebble, certs, http01='mode = "standalone"\n'
+                         'listen = "127.0.0.1:80"\n', acme_extra=table)  # fmt: skip
+    assert setup.renew() == 0
+    assert "trying [ca.a2c]" in capsys.readouterr().err
+    state = load_state(Store(setup.state), "f")
+    assert state is not None and state.supported  # pebble has no renewalInfo: from a2c
+    asked = ari_requests(a2c)
+    assert asked >= 1
+    assert (
+        not (setup.state / "ari" / "_no-ari.json").exists()
+        or pebble.directory_url not in (setup.state / "ari" / "_no-ari.json").read_text()
+    )

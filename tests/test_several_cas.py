@@ -18,12 +18,14 @@ from tests.conftest import BLOCKED, Setup, cert_table, start_ca, write_config
 from tests.faultproxy import Fault, FaultProxy
 
 pytestmark = pytest.mark.integration
+BLOCKED2 = "refused.test"  # the second pebble refuses it (two labels: see BLOCKED)
 
 
 @pytest.fixture(scope="module")
 def second(tmp_path_factory: pytest.TempPathFactory, pebble: LocalCA) -> Iterator[LocalCA]:
     """Another pebble, validating on the same port as the session's (one listener)."""
-    ca = start_ca(tmp_path_factory.mktemp("second"), http_port=pebble.http_port)
+    ca = start_ca(tmp_path_factory.mktemp("second"), http_port=pebble.http_port,
+                  blocklist=[BLOCKED2])  # fmt: skip
     yield ca
     ca.stop()
 
@@ -144,6 +146,13 @@ def test_an_issuance_timeout_falls_back_and_the_order_is_kept_for_its_ca(
         assert "[ca.slow] issuance_timeout" in err
         assert status_of(setup, capsys, "t")["ca"] == "second"
         assert len(proxy.posted("/order-plz")) == 1
+        assert not (setup.state / "orders" / "t.json").exists()  # installed: stale now
+        # The slow CA's order is kept when the fallback fails too, and resumed next time.
+        setup.config.write_text(setup.config.read_text().replace("t.example.com", BLOCKED2))
+        proxy.records.clear()
+        assert setup.renew() == 1
+        kept = json.loads((setup.state / "orders" / "t.json").read_text())
+        assert kept["directory"] == proxy.directory_url
     finally:
         proxy.stop()
 

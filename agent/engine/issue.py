@@ -60,11 +60,14 @@ class Obtainer:
             return self.issuer.obtain(request)
         pending = self._pending(store, request)
         replaces = self._replaces(store, record, replacing)
-        self.issuer.on_order = lambda url, key, csr: orders.save_pending(
-            store, PendingOrder(name, self.client.directory_url, self.client.account_uri or "",
-                                url, request.domains, request.key_type, key, csr, self.now,
-                                request.profile)
-        )  # fmt: skip
+        if pending is None and _kept_elsewhere(store, name, self.client.directory_url):
+            self.issuer.on_order = None  # a fallback: the first CA's order stays kept
+        else:
+            self.issuer.on_order = lambda url, key, csr: orders.save_pending(
+                store, PendingOrder(name, self.client.directory_url,
+                                    self.client.account_uri or "", url, request.domains,
+                                    request.key_type, key, csr, self.now, request.profile)
+            )  # fmt: skip
         try:
             issued = self.issuer.obtain(request, replaces, resume=pending)
             if pending is not None and not _newer(issued, record):
@@ -76,7 +79,8 @@ class Obtainer:
                 issued = self.issuer.obtain(request, replaces)
             return issued
         except (IssuanceError, CAError) as err:
-            if not (isinstance(err, CAError) and err.retryable):
+            dead = not (isinstance(err, CAError) and err.retryable)
+            if dead and not _kept_elsewhere(store, name, self.client.directory_url):
                 orders.clear_pending(store, name)  # the order is dead: the next run orders anew
             raise
         finally:
@@ -129,6 +133,12 @@ class Obtainer:
         with contextlib.suppress(ValueError, LookupError):
             return ari_cert_id(current.cert)
         return None
+
+
+def _kept_elsewhere(store: Store, name: str, directory: str) -> bool:
+    """Is an order of another CA kept for ``name`` (one that timed out there)?"""
+    kept = orders.load_pending(store, name)
+    return kept is not None and kept.directory != directory
 
 
 def _newer(issued: Issued, record: CertRecord | None) -> bool:

@@ -43,21 +43,33 @@ def ca_without_ari(store: Store, directory: str, now: datetime) -> datetime | No
     """Until when the CA is known to offer no renewalInfo (so no request is needed).
     Read once per store and process (planning 10,000 certificates asks 10,000 times)."""
     cached = _CA_CACHE.get(str(store.root))
-    if cached is None or cached[1] <= now:  # unknown or expired: another process may know more
-        try:
-            data = json.loads((store.root / "ari" / "_ca.json").read_text())
-            cached = (str(data["directory"]), datetime.fromisoformat(data["no_ari_until"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            cached = ("", now + NEGATIVE_CACHE)  # read again a little later, not 10,000 times
+    if cached is None or (cached[1] <= now and directory not in cached[0]):
+        # Unknown or expired: another process may know more.
+        cached = (_read_cas(store), now + NEGATIVE_CACHE)
         _CA_CACHE[str(store.root)] = cached
-    known, until = cached
-    return until if known == directory and until > now else None
+    until = cached[0].get(directory)
+    return until if until is not None and until > now else None
 
 
-_CA_CACHE: dict[str, tuple[str, datetime]] = {}
+# store root -> ({directory: no renewalInfo until}, when to read _ca.json again if unknown)
+_CA_CACHE: dict[str, tuple[dict[str, datetime], datetime]] = {}
+
+
+def _read_cas(store: Store) -> dict[str, datetime]:
+    """``_ca.json``: ``{"cas": {directory: until}}`` (one CA per directory: several CAs),
+    or, from a version with one CA, ``{"directory": ..., "no_ari_until": ...}``."""
+    try:
+        data = json.loads((store.root / "ari" / "_ca.json").read_text())
+        if "cas" not in data:
+            data = {"cas": {data["directory"]: data["no_ari_until"]}}
+        return {str(d): datetime.fromisoformat(u) for d, u in dict(data["cas"]).items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def remember_ca_without_ari(store: Store, directory: str, until: datetime) -> None:
-    data = {"directory": directory, "no_ari_until": until.isoformat()}
-    _CA_CACHE[str(store.root)] = (directory, until)
+    known = {d: u for d, u in _read_cas(store).items() if u > until - timedelta(days=366)}
+    known[directory] = until
+    data = {"cas": {d: u.isoformat() for d, u in known.items()}}
+    _CA_CACHE[str(store.root)] = (known, until)
     write_file_atomic(store.private_dir("ari") / "_ca.json", json.dumps(data).encode(), 0o600)
