@@ -24,7 +24,6 @@ from ..errors import AccountError, AgentError, CAError, ConfigError
 from ..model import (
     AriState,
     CertRecord,
-    OrderRequest,
     Outcome,
     Plan,
     RunContext,
@@ -34,6 +33,7 @@ from ..model import (
 from ..store import ari
 from ..store.attempts import record_attempt
 from ..store.certs import Store
+from ..store.prune import prune_archive
 from ..store.skew import load_skew
 from .backend import CertBackend, Claim, LocalBackend, open_backend
 from .deployment import deploy_pending, pending_deployments
@@ -286,7 +286,7 @@ class Renewer:
         self, cert: CertificateConfig, run: RunContext, force: bool, claim: Claim
     ) -> Outcome:
         """Holding the right to renew: plan again, order, publish, install."""
-        from .issue import Obtainer
+        from .issue import Obtainer, order_request
 
         current = self.store.record(cert.name)  # again: another process may have renewed
         plan = self.planner.plan(cert, current, force=force)
@@ -303,8 +303,7 @@ class Renewer:
         if not self.dry_run:
             run_pre_hook(self.config.hooks, run)
         client = self.client(run)
-        request = OrderRequest(cert.name, cert.domains, cert.key_type, cert.profile,
-                               cert.field("profile"))  # fmt: skip
+        request = order_request(cert)
         replacing = None if self.dry_run or current is None else self.store.current(cert.name)
         store = None if self.dry_run else self.store
         timeout = self.config.acme.issuance_timeout
@@ -317,6 +316,7 @@ class Renewer:
             )
         claim.publish(issued.key_pem, issued.chain)
         outcome = self._install(cert, plan, issued, client.account_uri or "")
+        prune_archive(self.store, cert.name, cert.keep_versions)  # under the claim's lock
         check_clock(self.store, self.planner, cert, client.poster.last_date, self.clock())
         return outcome
 
