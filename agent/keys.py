@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -52,16 +54,33 @@ def key_type_of(key: PrivateKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey) 
     return f"rsa-{key.key_size}"
 
 
+def ip_address_of(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address ``name`` spells (an RFC 8738 identifier), or None for a DNS name."""
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+def normal_name(name: str) -> str:
+    """A name as configurations and facts compare it: a DNS name lowercased without the
+    final dot, an IP address in its canonical form ("2001:db8::1")."""
+    address = ip_address_of(name.strip("[]"))
+    return address.compressed if address is not None else name.lower().rstrip(".")
+
+
 def make_csr(key: PrivateKey, domains: tuple[str, ...]) -> bytes:
-    """A CSR carrying every domain as a SAN (the first one also as the CN)."""
+    """A CSR carrying every name as a SAN: DNS names as dNSName, IP addresses as iPAddress
+    (RFC 8738); the first DNS name also as the CN (an IP address never is)."""
+    names: list[x509.GeneralName] = []
+    for domain in domains:
+        address = ip_address_of(domain)
+        names.append(x509.IPAddress(address) if address is not None else x509.DNSName(domain))
+    common = next((d for d in domains if ip_address_of(d) is None and len(d) <= 64), None)
     builder = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domains[0])])
-        if len(domains[0]) <= 64
-        else x509.Name([])
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)] if common else [])
     )
-    builder = builder.add_extension(
-        x509.SubjectAlternativeName([x509.DNSName(d) for d in domains]), critical=False
-    )
+    builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
@@ -98,19 +117,58 @@ def split_chain(fullchain: bytes, where: str) -> IssuedChain:
     return IssuedChain(pems[0], b"".join(pems[1:]), certs[0])
 
 
+def root_name(chain: IssuedChain) -> str:
+    """The common name of the issuer of the chain's topmost certificate: the root's name
+    (what ``preferred_chain`` names; "" when it has none)."""
+    return _common_name(([chain.cert, *_issuers(chain)])[-1].issuer)
+
+
+def choose_chain(chains: Sequence[IssuedChain], preferred: str) -> int | None:
+    """Which of ``chains`` (the CA's default first, then its alternates) ``preferred``
+    names: the first whose root's name it is (certbot's and lego's rule), else the first
+    with an intermediate of that name; None when no chain matches."""
+    for index, chain in enumerate(chains):
+        if root_name(chain) == preferred:
+            return index
+    for index, chain in enumerate(chains):
+        if any(_common_name(c.subject) == preferred for c in _issuers(chain)):
+            return index
+    return None
+
+
+def _issuers(chain: IssuedChain) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(chain.chain_pem) if chain.chain_pem.strip() else []
+
+
+def _common_name(name: x509.Name) -> str:
+    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(values[0].value) if values else ""
+
+
 def csr_domains(csr_pem: bytes) -> list[str]:
-    """The DNS names a CSR asks for, in its order."""
+    """The names a CSR asks for, in its order: DNS names and IP addresses (canonical)."""
     csr = x509.load_pem_x509_csr(csr_pem)
     san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    return list(san.get_values_for_type(x509.DNSName))
+    return [str(name.value) for name in san if isinstance(name, x509.DNSName | x509.IPAddress)]
 
 
 def dns_names(cert: x509.Certificate) -> set[str]:
+    """The DNS names of a certificate, lowercased (IP addresses left out: see cert_names)."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return set()
     return {name.lower() for name in san.get_values_for_type(x509.DNSName)}
+
+
+def cert_names(cert: x509.Certificate) -> set[str]:
+    """Every name a certificate is for, as configurations spell them: its DNS names
+    lowercased and its IP addresses in canonical form (what facts and checks compare)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {normal_name(str(n.value)) for n in san if isinstance(n, x509.DNSName | x509.IPAddress)}
 
 
 def public_key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
@@ -130,7 +188,7 @@ def check_issued(chain: IssuedChain, key: PrivateKey, domains: tuple[str, ...], 
     """The certificate must carry our key and exactly the requested names."""
     if not public_key_matches(chain.cert, key):
         raise IssuanceError(f"{where}: the CA returned a certificate for another key; not used")
-    got, want = dns_names(chain.cert), {d.lower() for d in domains}
+    got, want = cert_names(chain.cert), {normal_name(d) for d in domains}
     if got != want:
         raise IssuanceError(
             f"{where}: the CA returned a certificate for {sorted(got)} instead of {sorted(want)}; "

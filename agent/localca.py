@@ -147,6 +147,9 @@ class LocalCA:
     validity_seconds: int = 90 * 24 * 3600
     blocklist: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    # Roots besides the default one; each signs an alternate chain of every certificate
+    # (RFC 8555 Link: rel="alternate"). Their names are random: see root_pem(index).
+    alternate_roots: int = 0
     http_port: int = 0
     eab_kid: str = "kid-1"
     eab_hmac_key: str = ""
@@ -237,6 +240,11 @@ class LocalCA:
             "PEBBLE_VA_NOSLEEP": "1",
             "PEBBLE_WFE_NONCEREJECT": "0",
             "PEBBLE_AUTHZREUSE": "0",
+            **(
+                {"PEBBLE_ALTERNATE_ROOTS": str(self.alternate_roots)}
+                if self.alternate_roots
+                else {}
+            ),
             **self.env,
         }
         argv = [
@@ -286,9 +294,17 @@ class LocalCA:
                     ) from None
                 time.sleep(0.05)
 
-    def root_pem(self) -> bytes:
-        """The root that signs issued certificates (new at every pebble start)."""
-        url = f"{self._management_url}/roots/0"
+    def root_pem(self, index: int = 0) -> bytes:
+        """The root that signs issued certificates (new at every pebble start); ``index``
+        1..alternate_roots: the root of an alternate chain."""
+        return self._management(f"/roots/{index}")
+
+    def intermediate_pem(self, index: int = 0) -> bytes:
+        """The intermediate of chain ``index`` (0: the default chain)."""
+        return self._management(f"/intermediates/{index}")
+
+    def _management(self, path: str) -> bytes:
+        url = f"{self._management_url}{path}"
         with urllib.request.urlopen(url, context=self._ssl_context(), timeout=5) as response:
             return bytes(response.read())
 

@@ -309,6 +309,10 @@ class OrderRequest:
     key_type: str
     profile: str | None = None
     profile_field: str = "profile"  # where `profile` was set, for messages
+    reuse_key: bool = False  # order with the key in service (when it can be used)
+    preferred_chain: str | None = None  # the root's name of the chain to install
+    # The key to order with (reuse_key: the one in service), None: a fresh one. Secret.
+    key_pem: bytes | None = field(default=None, repr=False)
 
 
 class Solver(Protocol):

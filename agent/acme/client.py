@@ -30,7 +30,7 @@ from ..model import TOKEN_RE, Challenge
 from ..policy.backoff import exponential
 from ..policy.retry_after import http_date, retry_after_problem, retry_after_seconds
 from .deadline import remaining
-from .orders import NewOrderReplacing, OrderState, order_state
+from .orders import NewOrderReplacing, OrderState, alternate_links, identifier, order_state
 from .problems import explain, with_wait
 from .transport import NONCE_HEADER, Poster, signing_alg
 
@@ -319,10 +319,7 @@ class AcmeClient:
         url = self._directory()["newOrder"]
 
         def step() -> OrderState:
-            ids = [
-                messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=d)
-                for d in keys.csr_domains(csr_pem)
-            ]
+            ids = [identifier(d) for d in keys.csr_domains(csr_pem)]
             order = NewOrderReplacing(identifiers=ids, profile=profile, replaces=replaces)
             response = self.poster.post(url, order)
             return order_state(response, response.headers.get("Location", ""))
@@ -386,3 +383,13 @@ class AcmeClient:
         return self._call(
             lambda: self.poster.post_as_get(url).body, "downloading the certificate", subject
         )
+
+    def download_with_alternates(self, url: str, subject: str) -> tuple[bytes, list[str]]:
+        """The chain at ``url`` and the URLs of the alternate chains the CA offers for the
+        same certificate (RFC 8555 section 7.4.2: ``Link: rel="alternate"``)."""
+
+        def step() -> tuple[bytes, list[str]]:
+            response = self.poster.post_as_get(url)
+            return response.body, alternate_links(response, url)
+
+        return self._call(step, "downloading the certificate", subject)

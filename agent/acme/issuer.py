@@ -122,7 +122,10 @@ class Issuer:
         if order is not None and resume is not None:
             key, csr = keys.load_key_pem(resume.key_pem), resume.csr_pem
         else:
-            key = keys.generate_key(cert.key_type)
+            if cert.key_pem is not None:  # reuse_key: the key in service
+                key = keys.load_key_pem(cert.key_pem)
+            else:
+                key = keys.generate_key(cert.key_type)
             csr = keys.make_csr(key, cert.domains)
             order = self._new_order(cert, csr, replaces)
             if self.on_order is not None:
@@ -142,9 +145,54 @@ class Issuer:
             order = dataclasses.replace(order, status="ready")
         order = self._finalize(cert, order, csr, poller)
         assert order.certificate is not None
-        chain = keys.split_chain(self.client.download(order.certificate, cert.name), cert.name)
-        keys.check_issued(chain, key, cert.domains, cert.name)
+        chain = self._download(cert, order.certificate, key)
         return Issued(keys.key_to_pem(key), chain, order.url)
+
+    def _download(self, cert: OrderRequest, url: str, key: keys.PrivateKey) -> keys.IssuedChain:
+        """The certificate with the CA's default chain, or the alternate chain whose root
+        ``preferred_chain`` names (fetched only when the default is not that one)."""
+        if cert.preferred_chain is None:
+            chain = keys.split_chain(self.client.download(url, cert.name), cert.name)
+            keys.check_issued(chain, key, cert.domains, cert.name)
+            return chain
+        body, alternates = self.client.download_with_alternates(url, cert.name)
+        chain = keys.split_chain(body, cert.name)
+        keys.check_issued(chain, key, cert.domains, cert.name)
+        if keys.choose_chain([chain], cert.preferred_chain) == 0:
+            return chain
+        chains = [chain, *self._alternates(cert, chain, alternates)]
+        chosen = keys.choose_chain(chains, cert.preferred_chain)
+        if chosen is None:
+            offered = ", ".join(repr(keys.root_name(c)) for c in chains)
+            log.warning("%s: no chain the CA offers has the root %r of preferred_chain (offered: "
+                        "%s); installing the default chain", cert.name, cert.preferred_chain,
+                        offered, extra={"cert": cert.name})  # fmt: skip
+            return chain
+        log.info("%s: installing the alternate chain to %r (preferred_chain)", cert.name,
+                 keys.root_name(chains[chosen]), extra={"cert": cert.name})  # fmt: skip
+        return chains[chosen]
+
+    def _alternates(
+        self, cert: OrderRequest, default: keys.IssuedChain, urls: list[str]
+    ) -> list[keys.IssuedChain]:
+        """The alternate chains that can be read and carry the same certificate (one that
+        cannot is skipped with a warning: the default chain is always there)."""
+        found = []
+        for url in urls:
+            try:
+                chain = keys.split_chain(
+                    self.client.download(url, cert.name), f"{cert.name}: {url}"
+                )
+            except (CAError, IssuanceError) as err:
+                log.warning("%s: the alternate chain %s cannot be read (%s); skipped", cert.name,
+                            url, err, extra={"cert": cert.name})  # fmt: skip
+                continue
+            if chain.cert_pem != default.cert_pem:
+                log.warning("%s: the alternate chain %s is for another certificate; skipped",
+                            cert.name, url, extra={"cert": cert.name})  # fmt: skip
+                continue
+            found.append(chain)
+        return found
 
     def _new_order(self, cert: OrderRequest, csr: bytes, replaces: str | None) -> OrderState:
         try:

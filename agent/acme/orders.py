@@ -1,13 +1,17 @@
-"""Order messages: newOrder with RFC 9773's ``replaces``, and what an order answer says."""
+"""Order messages: newOrder with RFC 9773's ``replaces`` and RFC 8738's IP identifiers, what
+an order answer says, and the alternate chains of a certificate."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urljoin, urlsplit
 
 import josepy as jose
+import requests
 from acme import messages
 
+from .. import keys
 from .problems import describe_problem
 from .transport import Response
 
@@ -21,7 +25,7 @@ class OrderState:
     certificate: str | None
     error: str
     retry_after: str | None
-    identifiers: tuple[str, ...] = ()  # the DNS names the CA has in the order
+    identifiers: tuple[str, ...] = ()  # the names (DNS, IP) the CA has in the order
     profile: str | None = None  # the profile the CA echoes, if it does
     expires: datetime | None = None
 
@@ -30,6 +34,26 @@ class NewOrderReplacing(messages.NewOrder):
     """newOrder with RFC 9773's ``replaces`` (the ARI id of the certificate it renews)."""
 
     replaces: str | None = jose.field("replaces", omitempty=True)
+
+
+def identifier(name: str) -> messages.Identifier:
+    """The order identifier of a configured name: type "ip" for an IP address (RFC 8738),
+    else "dns"."""
+    if keys.ip_address_of(name) is not None:
+        return messages.Identifier(typ=messages.IDENTIFIER_IP, value=name)
+    return messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name)
+
+
+def alternate_links(response: Response, url: str) -> list[str]:
+    """The ``Link: rel="alternate"`` URLs of a certificate download, resolved against
+    ``url``; only those on the certificate's own origin (the chains are the CA's)."""
+    origin = urlsplit(url)[:2]
+    found = []
+    for link in requests.utils.parse_header_links(response.headers.get("Link", "")):
+        target = urljoin(url, link.get("url", ""))
+        if link.get("rel") == "alternate" and urlsplit(target)[:2] == origin:
+            found.append(target)
+    return found
 
 
 def order_state(response: Response, url: str) -> OrderState:
@@ -61,8 +85,8 @@ def order_mismatch(order: OrderState, domains: tuple[str, ...], profile: str | N
     """What the CA's order has that was not asked for (None: it is the order requested).
     A server that copies the replaced certificate's names into a renewal would otherwise
     fail at finalize with a misleading ``badCSR``."""
-    wanted = {d.lower() for d in domains}
-    got = {i.lower().rstrip(".") for i in order.identifiers}
+    wanted = {keys.normal_name(d) for d in domains}
+    got = {keys.normal_name(i) for i in order.identifiers}
     problems = []
     if order.identifiers and got != wanted:
         if extra := sorted(got - wanted):

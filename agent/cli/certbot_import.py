@@ -72,7 +72,7 @@ def import_lineage(lineage: Lineage, config: Config, store: Store) -> str:
     key_type = keys.key_type_of(key)
     if key_type not in KEY_TYPES:
         raise ConfigError(f"{name}: key type {key_type} is not one acme-agent issues")
-    domains = sorted(keys.dns_names(chain.cert))
+    domains = sorted(keys.cert_names(chain.cert))
     definition = {"name": name, "domains": domains, "key_type": key_type}
     assert config.certs_dir is not None
     target = config.certs_dir / f"{name}.toml"

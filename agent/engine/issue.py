@@ -11,16 +11,20 @@ from before a re-registration, was not), and the CA has not refused it in the la
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
+from .. import keys
 from ..acme.ari import ari_cert_id
 from ..acme.client import AcmeClient
 from ..acme.issuer import Issued, Issuer
+from ..config.types import CertificateConfig
 from ..errors import CAError, IssuanceError
 from ..model import CertRecord, OrderRequest, PendingOrder, Solver
 from ..store import ari, orders
+from ..store.attempts import revoked_serial
 from ..store.certs import LiveCertificate, Store
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,7 @@ class Obtainer:
         store, name = self.store, request.name
         if store is None:
             return self.issuer.obtain(request)
+        request = reused_key(store, request, record)
         pending = self._pending(store, request)
         replaces = self._replaces(store, record, replacing)
         if pending is None and _kept_elsewhere(store, name, self.client.directory_url):
@@ -139,6 +144,40 @@ def _kept_elsewhere(store: Store, name: str, directory: str) -> bool:
     """Is an order of another CA kept for ``name`` (one that timed out there)?"""
     kept = orders.load_pending(store, name)
     return kept is not None and kept.directory != directory
+
+
+def order_request(cert: CertificateConfig) -> OrderRequest:
+    """What the protocol layer is asked for one certificate of the configuration."""
+    return OrderRequest(cert.name, cert.domains, cert.key_type, cert.profile,
+                        cert.field("profile"), cert.reuse_key, cert.preferred_chain)  # fmt: skip
+
+
+def reused_key(store: Store, request: OrderRequest, record: CertRecord | None) -> OrderRequest:
+    """``request`` with the key in service when ``reuse_key`` asks for it and it can be
+    used: of the configured key type, readable, and its certificate not revoked (a key
+    revoked for, say, keyCompromise is never ordered with again). Otherwise a fresh key."""
+    name = request.name
+    if not request.reuse_key or record is None:
+        return request
+    why = None
+    if revoked_serial(store, name) == record.serial:
+        why = "its certificate was revoked"
+    elif record.key_type != request.key_type:
+        why = f"it is {record.key_type}, not the configured {request.key_type}"
+    else:
+        folder = store.live_folder(name)
+        try:
+            key_pem = (folder / "privkey.pem").read_bytes() if folder is not None else b""
+            if keys.key_type_of(keys.load_key_pem(key_pem)) == request.key_type:
+                log.info("%s: ordering with the key in service (reuse_key)", name,
+                         extra={"cert": name})  # fmt: skip
+                return dataclasses.replace(request, key_pem=key_pem)
+            why = "it is not of the configured key type"
+        except (OSError, ValueError, TypeError):
+            why = "it cannot be read"
+    log.info("%s: reuse_key: not reusing the key in service (%s); ordering with a fresh key",
+             name, why, extra={"cert": name})  # fmt: skip
+    return request
 
 
 def _newer(issued: Issued, record: CertRecord | None) -> bool:

@@ -25,7 +25,6 @@ from ..errors import AccountError, AgentError, CAError, ConfigError, IssuanceErr
 from ..model import (
     AriState,
     CertRecord,
-    OrderRequest,
     Outcome,
     Plan,
     RunContext,
@@ -35,6 +34,7 @@ from ..model import (
 from ..store import ari
 from ..store.attempts import record_attempt
 from ..store.certs import Store
+from ..store.prune import prune_archive
 from ..store.skew import load_skew
 from .backend import CertBackend, Claim, LocalBackend, open_backend
 from .clients import Clients, measure_skew, name_the_ca
@@ -276,6 +276,7 @@ class Renewer:
                            issued.chain.cert.not_valid_after_utc, ca=ca.name)  # fmt: skip
         claim.publish(issued.key_pem, issued.chain)
         outcome = self._install(cert, plan, issued, ca.name, client.account_uri or "")
+        prune_archive(self.store, cert.name, cert.keep_versions)  # under the claim's lock
         check_clock(self.store, self.planner, cert, client.poster.last_date, self.clock())
         return outcome
 
@@ -304,12 +305,11 @@ class Renewer:
         run: RunContext,
     ) -> tuple[Issued, AcmeClient]:  # fmt: skip
         """One CA's try; a lost account is set aside and replaced once, then tried again."""
-        from .issue import Obtainer
+        from .issue import Obtainer, order_request
 
         try:
             client = self.clients.get(ca, run)
-            request = OrderRequest(cert.name, cert.domains, cert.key_type, cert.profile,
-                                   cert.field("profile"))  # fmt: skip
+            request = order_request(cert)
             live = None if self.dry_run or current is None else self.store.current(cert.name)
             store = None if self.dry_run else self.store
             timeout = ca.issuance_timeout

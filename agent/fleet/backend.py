@@ -21,6 +21,7 @@ from ..config.types import CertificateConfig
 from ..errors import AgentError
 from ..model import CertRecord, Holder, Outcome, Solver, Status
 from ..store.certs import Store
+from ..store.prune import prune_archive
 from .cluster import ClusterError, Lease, RedisCluster
 from .solver import SharedSolver
 
@@ -119,6 +120,7 @@ class FleetBackend:
             if not _newer(store.record(cert.name), shared.serial, shared.not_after):
                 return None  # installed meanwhile by another process of this host
             store.install(cert.name, key_pem, chain)
+            prune_archive(store, cert.name, cert.keep_versions)
         detail = f"serial {shared.serial} from the cluster, obtained by {shared.node}"
         log.info("%s: installed %s", cert.name, detail, extra={"cert": cert.name})
         live = store.live_dir(cert.name)

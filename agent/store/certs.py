@@ -66,7 +66,7 @@ def _facts_of(
 
     cert = chain.cert
     key_type = keys.key_type_of(keys.load_key_pem(key_pem))
-    live = LiveCertificate(name, "", cert, frozenset(keys.dns_names(cert)), key_type)
+    live = LiveCertificate(name, "", cert, frozenset(keys.cert_names(cert)), key_type)
     record = record_of(live)
     return dataclasses.replace(record, account=account, installed=installed, ca=ca).to_json()
 
@@ -202,7 +202,7 @@ class Store:
             name=name,
             version=folder.name,
             cert=cert,
-            domains=frozenset(keys.dns_names(cert)),
+            domains=frozenset(keys.cert_names(cert)),
             key_type=keys.key_type_of(key),
         )
 

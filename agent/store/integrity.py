@@ -172,10 +172,10 @@ def _record_stats(store: Store, name: str, folder: Path) -> None:
         key = keys.load_key_pem((folder / "privkey.pem").read_bytes())
         try:
             old = json.loads((folder / FACTS).read_bytes())
-            kept = {k: str(old[k]) for k in ("account", "installed") if old.get(k) is not None}
+            kept = {k: str(old[k]) for k in ("account", "installed", "ca") if old.get(k) is not None}
         except (OSError, ValueError, AttributeError, TypeError):
             kept = {}
-        live = LiveCertificate(name, folder.name, cert, frozenset(keys.dns_names(cert)),
+        live = LiveCertificate(name, folder.name, cert, frozenset(keys.cert_names(cert)),
                                keys.key_type_of(key))  # fmt: skip
         facts = json.loads(record_of(live).to_json())
         facts.update({"files": file_stats(folder), **kept})
