@@ -172,7 +172,8 @@ def _record_stats(store: Store, name: str, folder: Path) -> None:
         key = keys.load_key_pem((folder / "privkey.pem").read_bytes())
         try:
             old = json.loads((folder / FACTS).read_bytes())
-            kept = {k: str(old[k]) for k in ("account", "installed", "ca") if old.get(k) is not None}
+            kept = {k: str(old[k]) for k in ("account", "installed", "ca")
+                    if old.get(k) is not None}  # fmt: skip
         except (OSError, ValueError, AttributeError, TypeError):
             kept = {}
         live = LiveCertificate(name, folder.name, cert, frozenset(keys.cert_names(cert)),
