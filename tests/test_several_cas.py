@@ -252,3 +252,28 @@ def test_account_update_email_per_ca_is_what_the_ca_shows(
     assert cli(setup, "account", "update", "--email", "not-an-address") == 2
     assert cli(setup, "account", "show", "--ca", "nope") == 2
     assert "--ca nope: no such CA" in capsys.readouterr().err
+
+
+def test_a_fleet_host_learns_the_issuing_ca_from_the_shared_record(
+    tmp_path: Path, pebble: LocalCA, second: LocalCA, redis_server: object,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """Host A orders from the fallback CA and shares the certificate; host B installs it
+    from Redis and knows which CA issued it (its ARI and revocation go there too)."""
+    from tests.test_cluster import cluster_table
+
+    certs = with_ca("b", BLOCKED, ca='["default", "second"]')
+    hosts = []
+    for node in ("a", "b"):
+        folder = tmp_path / node
+        folder.mkdir()
+        setup = two_cas(folder, pebble, second, certs)
+        table = cluster_table(redis_server, tmp_path, node)  # type: ignore[arg-type]
+        setup.config.write_text(setup.config.read_text() + "\n" + table)
+        hosts.append(setup)
+    a, b = hosts
+    assert a.renew() == 0
+    assert b.renew() == 0
+    assert "b: deployed (serial" in capsys.readouterr().out
+    assert status_of(a, capsys, "b")["ca"] == "second"
+    assert status_of(b, capsys, "b")["ca"] == "second"

@@ -30,9 +30,10 @@ class Claim(Protocol):
     # into service while the claim was taken (before this host's lock on the name).
     adopted: Outcome | None
 
-    def publish(self, key_pem: bytes, chain: keys.IssuedChain) -> None:
-        """Share a new certificate before it goes into service here (raises if the right
-        to renew was lost meanwhile: then it must not be used)."""
+    def publish(self, key_pem: bytes, chain: keys.IssuedChain, ca: str = "") -> None:
+        """Share a new certificate (``ca``: the name of the CA that issued it) before it
+        goes into service here (raises if the right to renew was lost meanwhile: then it
+        must not be used)."""
 
 
 class CertBackend(Protocol):
@@ -59,7 +60,7 @@ class _LocalClaim:
     holder: Holder | None = None
     adopted: Outcome | None = None
 
-    def publish(self, key_pem: bytes, chain: keys.IssuedChain) -> None:
+    def publish(self, key_pem: bytes, chain: keys.IssuedChain, ca: str = "") -> None:
         return None
 
 

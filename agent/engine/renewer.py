@@ -274,7 +274,7 @@ class Renewer:
             detail = f"dry run: serial {serial:x} obtained from {ca.label} and discarded"
             return Outcome(cert.name, Status.DRY_RUN, detail, None,
                            issued.chain.cert.not_valid_after_utc, ca=ca.name)  # fmt: skip
-        claim.publish(issued.key_pem, issued.chain)
+        claim.publish(issued.key_pem, issued.chain, ca.name)
         outcome = self._install(cert, plan, issued, ca.name, client.account_uri or "")
         prune_archive(self.store, cert.name, cert.keep_versions)  # under the claim's lock
         check_clock(self.store, self.planner, cert, client.poster.last_date, self.clock())

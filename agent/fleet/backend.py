@@ -39,12 +39,12 @@ class FleetClaim:
         self.adopted: Outcome | None = None
         self.unshared: ClusterError | None = None
 
-    def publish(self, key_pem: bytes, chain: keys.IssuedChain) -> None:
+    def publish(self, key_pem: bytes, chain: keys.IssuedChain, ca: str = "") -> None:
         assert self.lease is not None
         try:
             self.cluster.put_cert(self.lease, self.name, key_pem, chain.fullchain_pem,
                                   f"{chain.cert.serial_number:x}",
-                                  chain.cert.not_valid_after_utc)  # fmt: skip
+                                  chain.cert.not_valid_after_utc, ca)  # fmt: skip
         except ClusterError as err:  # Redis went away, or the lease was lost (another host
             self.unshared = err  # renews too): the certificate the CA issued is kept here
 
@@ -119,12 +119,12 @@ class FleetBackend:
         with store.lock(cert.name):
             if not _newer(store.record(cert.name), shared.serial, shared.not_after):
                 return None  # installed meanwhile by another process of this host
-            store.install(cert.name, key_pem, chain)
+            store.install(cert.name, key_pem, chain, ca=shared.ca)
             prune_archive(store, cert.name, cert.keep_versions)
         detail = f"serial {shared.serial} from the cluster, obtained by {shared.node}"
         log.info("%s: installed %s", cert.name, detail, extra={"cert": cert.name})
         live = store.live_dir(cert.name)
-        return Outcome(cert.name, Status.DEPLOYED, detail, live, shared.not_after)
+        return Outcome(cert.name, Status.DEPLOYED, detail, live, shared.not_after, ca=shared.ca)
 
     def solver(self, local: Solver) -> Solver:
         return SharedSolver(local, self.cluster, self.token_ttl)

@@ -121,6 +121,7 @@ class SharedCert:
     node: str
     fullchain: bytes
     sealed_key: str
+    ca: str = ""  # the name of the CA that issued it ("": not said, or not authentic)
 
 
 class Lease:
@@ -333,6 +334,7 @@ class RedisCluster(SharedAccount):
                 node=data.get("node", "?"),
                 fullchain=data["fullchain"].encode(),
                 sealed_key=data["key"],
+                ca=self._issuing_ca(name, data),
             )
         except (KeyError, ValueError):
             raise ClusterError(
@@ -345,6 +347,14 @@ class RedisCluster(SharedAccount):
                 data.get("version", ""), data.get("node", ""), digest,
                 data.get("key", ""))  # fmt: skip
 
+    def _issuing_ca(self, name: str, data: dict[str, str]) -> str:
+        """The CA named in the record, under a MAC of its own (hosts of an older version
+        neither write nor check it: their records have none, and ours still verify)."""
+        ca, serial = data.get("ca", ""), data.get("serial", "")
+        if ca and self.auth.verify(data.get("ca_mac"), "cert-ca", self.prefix, name, serial, ca):
+            return ca
+        return ""
+
     def _authentic(self, name: str, data: dict[str, str]) -> bool:
         return self.auth.verify(data.get("mac"), "cert", *self._cert_mac_fields(name, data))
 
@@ -356,7 +366,7 @@ class RedisCluster(SharedAccount):
 
     def put_cert(
         self, lease: Lease, name: str, key_pem: bytes, fullchain: bytes, serial: str,
-        not_after: datetime,
+        not_after: datetime, ca: str = "",
     ) -> None:  # fmt: skip
         """Publish a new version; refused when ``lease`` is no longer current."""
         fields = {
@@ -368,6 +378,8 @@ class RedisCluster(SharedAccount):
             "key": self.sealer.seal(key_pem, "cert:" + name),
         }
         fields["mac"] = self.auth.mac("cert", *self._cert_mac_fields(name, fields))
+        fields["ca"] = ca  # outside the record's MAC (older hosts check that one), under its own
+        fields["ca_mac"] = self.auth.mac("cert-ca", self.prefix, name, serial, ca)
         flat = [item for pair in fields.items() for item in pair]
         args = [lease.value, lease.fence, self.events_channel, name, *flat]
         result = self.call(lambda r: self.script("put")(
