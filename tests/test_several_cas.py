@@ -247,6 +247,8 @@ def test_account_update_email_per_ca_is_what_the_ca_shows(
     assert shown["contact"] == ["mailto:pki@example.com"] and shown["ca"] == "second"
     assert cli(setup, "account", "show", "--json") == 0
     assert json.loads(capsys.readouterr().out)["contact"] == ["mailto:ops@example.com"]
+    assert cli(setup, "register", "--ca", "second") == 0  # found, not registered again
+    assert capsys.readouterr().out.strip() == shown["url"]
     # Usage errors: exit 2, one line.
     assert cli(setup, "account", "update") == 2
     assert cli(setup, "account", "update", "--email", "not-an-address") == 2

@@ -1,6 +1,6 @@
 """Logging for every front end: text lines, or one JSON object per line (for journald,
 ELK): time, level, logger, message, and the fields a line carries (cert, domains, order,
-error_type). Never secrets: only what the text line says, structured."""
+error_type, ca). Never secrets: only what the text line says, structured."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 import sys
 from datetime import UTC, datetime
 
-FIELDS = ("cert", "domains", "order", "error_type")
+FIELDS = ("cert", "domains", "order", "error_type", "ca")
 
 
 class JsonFormatter(logging.Formatter):

@@ -91,11 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="only this certificate (repeatable)",
     )
 
-    commands.add_parser(
+    register = commands.add_parser(
         "register",
         help="create or find the ACME account and print its URL",
         description="Create the ACME account (using EAB credentials if configured) or find the "
-        "stored one, and print its URL. EAB credentials are used only once.",
+        "stored one, and print its URL. EAB credentials are used only once. One CA: --ca NAME "
+        '("default" is [acme], the default).',
+    )
+    register.add_argument(
+        "--ca", metavar="NAME", default="default", help="at this CA (default: [acme])"
     )
 
     commands.add_parser(
@@ -163,7 +167,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.log_format is None and config.log_format != "text":
         setup_logging(args.verbose, args.quiet, config.log_format)
     if args.command == "register":
-        return cmd_register(config)
+        return cmd_register(config, args.ca)
     if args.command == "renew":
         if args.dry_run and args.force:
             raise UsageError("--dry-run already renews every selected certificate; drop --force")
@@ -174,13 +178,15 @@ def run_command(args: argparse.Namespace) -> int:
     return run_operator_command(config, args)
 
 
-def cmd_register(config: Config) -> int:
+def cmd_register(config: Config, ca_name: str = "default") -> int:
+    from ..engine.accountops import ca_named
     from ..engine.accounts import open_client
     from ..fleet.cluster import open_cluster
     from ..store.certs import Store
 
     # In fleet mode, the fleet's shared account.
-    client = open_client(config.acme, Store(config.state_dir), open_cluster(config.cluster))
+    ca = ca_named(config, ca_name)
+    client = open_client(ca, Store(config.state_dir), open_cluster(config.cluster))
     print(client.account_uri)
     return EXIT_OK
 
