@@ -262,6 +262,7 @@ class CertStatus:
     config_error: str | None = None  # its file of certs_dir is in error: not renewed
     damaged: str | None = None  # the live set is not what was installed (repaired next run)
     account_error: bool = False  # the last attempt failed on the ACME account (EAB, ...)
+    configured: bool = True  # False: in state_dir only (an orphan: `acme-agent delete`)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
