@@ -22,6 +22,7 @@ from agent.model import Outcome, Status
 from tests.conftest import Setup, cert_table, write_config
 from tests.daemon_proc import DaemonProc
 from tests.faultproxy import Fault, FaultProxy
+from tests.redis_server import RedisServer
 from tests.test_quick import renew as quick_renew
 
 STAMP = "20260101T000000"
@@ -111,7 +112,7 @@ def test_delete_without_revoke_removes_everything_of_it_and_nothing_else(
     assert cli(two, "delete", "--cert", "www") == 0  # no terminal: no question
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"www: deleted from {two.state}: live, archive (2 versions)")
-    assert "attempts" in line and "orders" in line and "locks" in line
+    assert "attempts, ARI state, deployment record, pending order, revocation note, lock" in line
     gone = before - listing(two.state)
     assert not listing(two.state) - before  # nothing new
     assert len([p for p in before if "www2" in p]) >= 13  # its files were there too
@@ -280,3 +281,55 @@ def scrape(port: int, wanted: str) -> str:
             break
         time.sleep(0.1)
     return text.decode()
+
+
+@pytest.mark.integration
+def test_in_fleet_mode_only_this_hosts_copy_is_deleted(
+    tmp_path: Path, pebble: LocalCA, redis_server: RedisServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from agent.fleet.cluster import RedisCluster
+    from tests.test_cluster import cluster_settings, cluster_table
+
+    certs = cert_table("www", "www.example.com") + cert_table("www2", "www2.example.com")
+    setup = write_config(tmp_path, pebble, certs)
+    table = cluster_table(redis_server, tmp_path, "a")
+    setup.config.write_text(setup.config.read_text() + "\n" + table)
+    assert setup.renew() == 0
+    issued = serial(setup, "www")
+    unconfigure(setup, "www")
+    capsys.readouterr()
+    assert cli(setup, "delete", "--cert", "www", "--revoke") == 0
+    line = capsys.readouterr().out
+    assert f"serial {issued} revoked at [acme]" in line
+    assert "on this host only: the fleet's record in Redis is kept" in line
+    assert pebble.cert_status(issued) == "Revoked"
+    assert not [p for p in listing(setup.state) if of_www(p)]
+    shared = RedisCluster(cluster_settings(redis_server, tmp_path, key_prefix="fleet:"))
+    record = shared.load_cert("www")
+    assert record is not None and record.serial == issued  # other hosts may still use it
+    assert shared.load_cert("www2") is not None and serial(setup, "www2")
+
+
+@pytest.mark.integration
+def test_on_a_terminal_it_asks_first(
+    two: Setup, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    unconfigure(two, "www")
+    before = listing(two.state)
+    questions: list[str] = []
+    monkeypatch.setattr("sys.stdin", Terminal())
+    monkeypatch.setattr("builtins.input", lambda q: questions.append(q) or "n")
+    assert cli(two, "delete", "--cert", "www", "--revoke") == 2
+    assert "not confirmed (--yes: do not ask)" in caplog.text
+    assert questions == [f"Revoke and delete www from {two.state}? This cannot be undone. [y/N] "]
+    assert listing(two.state) == before
+    assert cli(two, "delete", "--cert", "www", "--yes") == 0 and len(questions) == 1
+    assert "www: deleted from" in capsys.readouterr().out

@@ -12,6 +12,10 @@ from ..errors import EXIT_OK, UsageError
 from ..model import REVOCATION_REASONS
 from . import renew_cache
 
+# How the one line names each folder of state_dir it removed something from.
+LABELS = {"attempts": "attempts", "ari": "ARI state", "deployed": "deployment record",
+          "orders": "pending order", "revoked": "revocation note", "locks": "lock"}  # fmt: skip
+
 
 def add_delete_parser(commands: Any) -> None:
     delete = commands.add_parser(
@@ -52,7 +56,9 @@ def cmd_delete(config: Config, args: argparse.Namespace) -> int:
     finally:  # also after a partial removal: never answer with what is gone
         renew_cache.forget(str(config.state_dir))
     kinds = list(dict.fromkeys(f.kind for f in done.removed))
-    parts = [f"archive ({done.versions} versions)" if k == "archive" else k for k in kinds]
+    plural = "" if done.versions == 1 else "s"
+    labels = {**LABELS, "archive": f"archive ({done.versions} version{plural})"}
+    parts = [labels.get(k, k) for k in kinds]
     line = f"{done.name}: deleted from {config.state_dir}: {', '.join(parts)}"
     if done.revoked:
         line += f"; {done.revoked}"
