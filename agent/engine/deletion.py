@@ -66,7 +66,7 @@ def delete(
     with store.lock(name):  # no renewal of it is under way meanwhile
         revoked = _revoke(config, store, name, ca, reason) if revoke else None
         found = state_of(store, name, others)
-        versions = len(store.versions(name))
+        versions = _count_versions(store, name)
         remove(found)
     if config.cluster is not None:
         log.info("%s: deleted on this host only; the fleet's shared record in Redis is kept "
@@ -133,6 +133,13 @@ def revoking_ca(
         f"{name}: not revoked, nothing deleted: {why}; say which CA to revoke it at with "
         f"--ca NAME (configured: {configured})"
     )
+
+
+def _count_versions(store: Store, name: str) -> int:
+    try:
+        return len(store.versions(name))
+    except OSError:  # unreadable: removing it says what is wrong
+        return 0
 
 
 def _account_uri(store: Store, ca: AcmeConfig) -> str | None:
