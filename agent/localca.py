@@ -308,6 +308,13 @@ class LocalCA:
         with urllib.request.urlopen(url, context=self._ssl_context(), timeout=5) as response:
             return bytes(response.read())
 
+    def cert_status(self, serial: str) -> str:
+        """pebble's word on a certificate it issued, by serial (hex): "Valid" or "Revoked"
+        (its management API, ``/cert-status-by-serial/<serial>``)."""
+        url = f"{self._management_url}/cert-status-by-serial/{serial}"
+        with urllib.request.urlopen(url, context=self._ssl_context(), timeout=5) as response:
+            return str(json.loads(response.read())["Status"])
+
     def log_text(self) -> str:
         path = self.workdir / "pebble.log"
         return path.read_text(errors="replace") if path.exists() else ""

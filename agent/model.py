@@ -264,6 +264,7 @@ class CertStatus:
     damaged: str | None = None  # the live set is not what was installed (repaired next run)
     account_error: bool = False  # the last attempt failed on the ACME account (EAB, ...)
     ca: str | None = None  # the name of the CA that issued it ("": not known; None: none)
+    configured: bool = True  # False: in state_dir only (an orphan: `acme-agent delete`)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)

@@ -47,7 +47,7 @@ def test_status_json_schema_and_table(setup: Setup, capsys: pytest.CaptureFixtur
         "name", "domains", "key_type", "issuer", "serial", "not_before", "not_after", "ca",
         "seconds_left", "lifetime_seconds", "next_renewal", "next_renewal_reason",
         "last_attempt", "last_result", "last_error", "deployed", "revoked", "config_error",
-        "damaged", "account_error",
+        "damaged", "account_error", "configured",
     }  # fmt: skip
     assert entry["domains"] == ["example.com", "www.example.com"]
     assert entry["key_type"] == "ec-p256" and entry["last_result"] == "issued"

@@ -1,4 +1,5 @@
-"""Operator commands: status, check, revoke, account, import-certbot."""
+"""Operator commands: status, check, revoke, account, import-certbot (and delete, in
+:mod:`.delete`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 from ..config import Config
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
 from ..model import REVOCATION_REASONS
+from .delete import add_delete_parser, cmd_delete
 
 
 def add_operator_commands(commands: Any) -> None:
@@ -83,6 +85,7 @@ def add_operator_commands(commands: Any) -> None:
         "Reports what could not be mapped.",
     )
     importer.add_argument("directory", nargs="?", default="/etc/letsencrypt")
+    add_delete_parser(commands)
 
 
 def run_operator_command(config: Config, args: argparse.Namespace) -> int:
@@ -102,13 +105,15 @@ def run_operator_command(config: Config, args: argparse.Namespace) -> int:
         from .certbot_import import run_import
 
         return run_import(config, args.directory)
+    if args.command == "delete":
+        return cmd_delete(config, args)
     raise UsageError(f"unknown command {args.command}")
 
 
 def cmd_status(config: Config, as_json: bool) -> int:
     from ..engine.status import gather, table, to_json
 
-    statuses = gather(config)
+    statuses = gather(config, orphans=True)
     print(to_json(statuses) if as_json else table(statuses))
     return EXIT_OK
 
@@ -130,7 +135,7 @@ def cmd_check(config: Config, warn: str | None, crit: str | None) -> int:
         print(f"UNKNOWN: {unreadable}")
         return UNKNOWN
     now = datetime.now(UTC)
-    statuses = gather(config, now)
+    statuses = gather(config, now, orphans=True)
     others = [p.message for p in config.problems if config.certificate(p.name) is not None]
     from ..store.certs import Store
     from ..store.skew import load_skew

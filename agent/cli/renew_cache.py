@@ -14,6 +14,7 @@ Imports only what a Python start-up already loads (the quick entry reads it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -168,3 +169,10 @@ def save(
         "lines": lines,
     }
     write_file_atomic(Path(state_dir) / CACHE_NAME, json.dumps(data).encode(), 0o600)
+
+
+def forget(state_dir: str) -> None:
+    """Drop the cache (after `delete`: it must never answer with a certificate that is
+    gone); best effort, as a stale cache misses anyway once its fingerprint differs."""
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(state_dir, CACHE_NAME))

@@ -43,6 +43,11 @@ _NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _LABEL_RE = re.compile(r"\A(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 
 
+def is_certificate_name(name: str) -> bool:
+    """``name`` may name a certificate (and so a folder under live/ and archive/)."""
+    return bool(_NAME_RE.match(name))
+
+
 def resolve_config_path(cli_value: str | None) -> Path:
     """``--config`` wins, then ``$ACME_AGENT_CONFIG``, then the default path."""
     return Path(cli_value or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)

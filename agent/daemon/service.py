@@ -218,7 +218,7 @@ class Daemon:
                 # The worker died (or refused the whole run) before reporting it.
                 error = f"the renewal worker exited with {result.exit_code}; see the log"
                 self.schedule.schedule_retry(cert, error)
-        self._refresh_metrics(names)
+        self._refresh_metrics([n for n in names if self.config.certificate(n) is not None])
 
     def _after(self, outcome: Outcome) -> None:
         """One certificate's outcome from the worker: when to look at it next."""
@@ -322,6 +322,7 @@ class Daemon:
                           problem.name, extra=fields)  # fmt: skip
         if self.metrics is not None:
             self.metrics.config_errors.set(len(self.config.problems))
+            self.metrics.retain_configured(self.config)  # none of a name that is gone
 
     def run(self) -> int:
         self._install_signals()

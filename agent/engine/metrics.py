@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +25,7 @@ from ..model import Status
 from ..store.files import write_file_atomic
 
 if TYPE_CHECKING:
+    from ..config.types import Config
     from ..model import CertRecord, CertStatus, Outcome
 
 # Per-certificate gauges: its name, and the name of the CA that issued the certificate in
@@ -152,6 +153,31 @@ class Metrics:
             self.next_renewal.labels(*labels).set(next_run.timestamp())
         if ok is not None:
             self.last_success.labels(*labels).set(1 if ok else 0)
+
+    def retain_configured(self, config: Config) -> None:
+        """Series only for the certificates configured and those whose file of certs_dir
+        is in error (a certificate left in state_dir, an orphan, has none)."""
+        self.retain({c.name for c in config.certificates} | {p.name for p in config.problems})
+
+    def retain(self, names: Collection[str]) -> None:
+        """Drop every series of a certificate not in ``names`` (removed from the
+        configuration, or deleted): a name that is gone has no series."""
+        per_certificate = (
+            *((gauge, CERT_LABELS) for gauge in self._per_cert),
+            (self.attempts, ("name",)), (self.failures, ("name", "reason")),
+        )  # fmt: skip
+        for metric, labels in per_certificate:
+            gone = {
+                tuple(sample.labels[label] for label in labels)
+                for family in metric.collect()
+                for sample in family.samples
+                if sample.labels.get("name") not in names and "name" in sample.labels
+            }
+            for values in gone:
+                with contextlib.suppress(KeyError):  # removed meanwhile
+                    metric.remove(*values)
+        for name in set(self._ca) - set(names):
+            del self._ca[name]
 
     def write_textfile(self, path: Path) -> None:
         """node_exporter's textfile collector reads *.prom (as its own user, e.g.

@@ -13,14 +13,18 @@ from ..policy.check import human
 from ..store.attempts import load_attempt
 from ..store.certs import Store
 from ..store.integrity import inspect
+from ..store.removal import stored_names
 from .plan import Planner
 
 
 def gather(
-    config: Config, now: datetime | None = None, names: set[str] | None = None
-) -> list[CertStatus]:
+    config: Config, now: datetime | None = None, names: set[str] | None = None,
+    orphans: bool = False,
+) -> list[CertStatus]:  # fmt: skip
     """Every configured certificate, and every file of certs_dir in error (by the name
-    it defines), as the state on disk has them at ``now``."""
+    it defines), as the state on disk has them at ``now``; with ``orphans``, then every
+    certificate state_dir holds that the configuration does not name (``configured``
+    False: not renewed, not alerted on, no metrics; `acme-agent delete` removes it)."""
     when = now or datetime.now(UTC)
     planner = Planner(Store(config.state_dir), config.cas, lambda: when)
     certs = [c for c in config.certificates if names is None or c.name in names]
@@ -28,6 +32,24 @@ def gather(
     for problem in config.problems:
         if config.certificate(problem.name) is None and (names is None or problem.name in names):
             statuses.append(_broken(planner.store, problem.name, problem.message, when))
+    if orphans:
+        statuses += orphaned(planner.store, config, when)
+    return statuses
+
+
+def delete_hint(name: str) -> str:
+    return f"acme-agent delete --cert {name}"
+
+
+def orphaned(store: Store, config: Config, now: datetime) -> list[CertStatus]:
+    """Certificates in state_dir that the configuration no longer names, by name."""
+    known = {c.name for c in config.certificates} | {p.name for p in config.problems}
+    statuses = []
+    for name in sorted(stored_names(store) - known):
+        current = store.record(name)
+        domains = sorted(current.domains) if current else []
+        status = _status(store, name, domains, current, now, None, "not configured", None)
+        statuses.append(replace(status, next_renewal=None, damaged=None, configured=False))
     return statuses
 
 
@@ -116,6 +138,8 @@ def table(statuses: list[CertStatus]) -> str:
             last += " (issued, not deployed)"
         if s.damaged:
             last = f"DAMAGED: {s.damaged} (the next renew repairs it)"
+        if not s.configured:
+            last = f"not in the configuration any more: {delete_hint(s.name)} removes it"
         rows.append((
             s.name, ",".join(s.domains), s.key_type or "-", s.ca or "-",
             _short_issuer(s.issuer), (s.not_after or "-")[:16].replace("T", " "),

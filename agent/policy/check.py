@@ -63,7 +63,26 @@ def evaluate(
 ) -> tuple[int, str]:
     """Nagios-style: (0 OK | 1 WARNING | 2 CRITICAL, one line naming what is at fault and
     why: the CA's or the configuration's own words where there are some). ``file_errors``:
-    files of certs_dir in error that are no certificate's (e.g. a second file for a name)."""
+    files of certs_dir in error that are no certificate's (e.g. a second file for a name).
+    A certificate no longer configured (``configured`` False) is only mentioned: nothing
+    of ours depends on it, and `acme-agent delete` removes it."""
+    orphans = [s.name for s in statuses if not s.configured]
+    statuses = [s for s in statuses if s.configured]
+    code, summary = _evaluate(statuses, now, warn, crit, file_errors, clock_skew)
+    if orphans:
+        gone = ", ".join(orphans)
+        summary += f"; not configured any more (acme-agent delete --cert NAME): {gone}"
+    return code, summary
+
+
+def _evaluate(
+    statuses: list[CertStatus],
+    now: datetime,
+    warn: Threshold | None,
+    crit: Threshold | None,
+    file_errors: Sequence[str],
+    clock_skew: float | None,
+) -> tuple[int, str]:
     critical: list[str] = []
     if clock_skew is not None:
         side = "ahead of" if clock_skew > 0 else "behind"
@@ -120,7 +139,9 @@ def perfdata(
     WARNING threshold is the time left at the certificate's next renewal."""
     items = []
     for s in statuses:
-        if s.seconds_left is None or not s.lifetime_seconds or s.not_after is None:
+        if not s.configured or s.seconds_left is None or not s.lifetime_seconds:
+            continue
+        if s.not_after is None:
             continue
         if warn is not None:
             warn_s = _seconds(s, warn)
