@@ -42,15 +42,18 @@ def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
 
 
 def test_named_cas_ip_addresses_and_certificate_options(tmp_path: Path) -> None:
-    text = GOOD.replace(
-        "[http01]",
-        '[ca.le]\ndirectory = "https://acme-v02.api.letsencrypt.org/directory"\n'
-        'key_types = ["ec-p256", "rsa-2048"]\n[http01]',
-    ).replace(
-        'name = "www"',
-        'name = "www"\nca = ["le", "default"]\nreuse_key = true\nkeep_versions = 3\n'
-        'preferred_chain = "ISRG Root X1"',
-    ) + '[[certificate]]\nname = "ip"\ndomains = ["192.0.2.1", "2001:DB8:0::1"]\nca = "le"\n'
+    text = (
+        GOOD.replace(
+            "[http01]",
+            '[ca.le]\ndirectory = "https://acme-v02.api.letsencrypt.org/directory"\n'
+            'key_types = ["ec-p256", "rsa-2048"]\n[http01]',
+        ).replace(
+            'name = "www"',
+            'name = "www"\nca = ["le", "default"]\nreuse_key = true\nkeep_versions = 3\n'
+            'preferred_chain = "ISRG Root X1"',
+        )
+        + '[[certificate]]\nname = "ip"\ndomains = ["192.0.2.1", "2001:DB8:0::1"]\nca = "le"\n'
+    )
     config = load(write(tmp_path, text))
     assert list(config.cas) == ["default", "le"]
     assert config.acme is config.cas["default"]
@@ -91,7 +94,8 @@ BAD = [
     (
         'eab_kid = "kid-1"',
         'eab_kid = "kid-1"\nkey_types = ["rsa-2048"]',
-        "certificate[0].key_type: 'ec-p256' is accepted by none of its CAs (default accepts rsa-2048)",
+        "certificate[0].key_type: 'ec-p256' is accepted by none of its CAs "
+        "(default accepts rsa-2048)",
     ),
     ("[http01]", '[ca.default]\ndirectory = "https://x.example/d"\n[http01]', "ca.default:"),
     ("[http01]", '[ca.Big]\ndirectory = "https://x.example/d"\n[http01]', "ca.Big: a CA's"),
