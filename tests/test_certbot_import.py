@@ -4,6 +4,7 @@ certbot's live/ files, --link, idempotence and refusals."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -15,9 +16,11 @@ from types import SimpleNamespace
 import pytest
 from cryptography import x509
 
+from agent.cli.certbot_account import account_folder, import_account
 from agent.cli.certbot_lineage import Lineage, map_lineage, shell_hook
 from agent.cli.main import main
 from agent.config import load
+from agent.errors import ConfigError
 from agent.localca import LocalCA, free_port
 from agent.store.certs import Store
 from tests.certbot_run import certbot_certonly
@@ -228,6 +231,24 @@ def test_our_own_account_is_kept(
     out = capsys.readouterr().out
     assert f"not imported, acme-agent keeps its own account {ours.uri} for [acme]" in out
     assert Store(setup.state).load_account(pebble.directory_url) == ours
+
+
+def test_fleet_mode_and_unknown_or_broken_accounts(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    folder = account_folder(tmp_path, "https://127.0.0.1:1/dir", "abc")
+    folder.mkdir(parents=True)
+    (folder / "regr.json").write_text('{"uri": "https://127.0.0.1:1/acct/1"}')
+    (folder / "private_key.json").write_text('{"kty": "RSA", "n": "secret-looking"}')
+    fleet = dataclasses.replace(config, cluster=SimpleNamespace())  # type: ignore[type-var]
+    said = import_account(tmp_path, "https://127.0.0.1:1/dir", "abc", fleet)  # type: ignore[arg-type]
+    assert said.endswith("not imported, fleet mode ([cluster]) uses the fleet's shared account "
+                         "for [acme]")  # fmt: skip
+    said = import_account(tmp_path, "https://127.0.0.1:9/dir", "abc", config)  # type: ignore[arg-type]
+    assert said.endswith("not imported, https://127.0.0.1:9/dir is no configured CA")
+    with pytest.raises(ConfigError) as err:
+        import_account(tmp_path, "https://127.0.0.1:1/dir", "abc", config)  # type: ignore[arg-type]
+    assert "not a usable certbot account" in str(err.value) and "secret" not in str(err.value)
+    assert not (tmp_path / "state" / "accounts").exists()
 
 
 def _config(tmp_path: Path, extra: str = "", http01: str | None = None) -> object:

@@ -40,7 +40,11 @@ def read_certbot_account(folder: Path) -> tuple[str, bytes]:
     except FileNotFoundError as err:
         raise ConfigError(f"{folder}: no certbot account there ({err.filename} missing)") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError, jose.Error) as err:
-        raise ConfigError(f"{folder}: not a certbot account certbot could use ({err})") from None
+        # The error's type only: its text may quote the key file.
+        raise ConfigError(
+            f"{folder}: not a usable certbot account ({type(err).__name__}); "
+            "nothing imported (the next run registers a new account)"
+        ) from None
     if not isinstance(uri, str) or not uri.startswith("https://"):
         raise ConfigError(f"{folder}/regr.json: the account URL is not an https:// URL")
     return uri, pem
