@@ -200,5 +200,6 @@ def test_import_certbot_lineage_without_reissue(
     assert serial(setup, "legacy") == cert.serial_number
     assert setup.renew() == 0  # not due: no reissue
     assert setup.versions("legacy") == ["0001"]
-    assert cli(setup, "import-certbot", str(letsencrypt)) == 1  # second time: reported
-    assert "already configured" in capsys.readouterr().out
+    assert cli(setup, "import-certbot", str(letsencrypt)) == 0  # second time: idempotent
+    assert "legacy: already imported" in capsys.readouterr().out
+    assert setup.versions("legacy") == ["0001"]

@@ -81,10 +81,26 @@ def add_operator_commands(commands: Any) -> None:
         "import-certbot",
         help="take over certbot's certificates without reissuing",
         description="Turn certbot lineages (renewal/*.conf) into certificate definitions in "
-        "certs_dir and install their current files, so a host switches without reissuing. "
-        "Reports what could not be mapped.",
+        "certs_dir (with their deploy hook, installer reload, reuse_key, profile and "
+        "preferred_chain) and install their current files, so a host switches without "
+        "reissuing; take over certbot's account for a configured CA (no new EAB); list the "
+        "nginx/Apache lines that read certbot's live/ files with their replacement. Reports "
+        "what could not be mapped; a second run says 'already imported'.",
     )
     importer.add_argument("directory", nargs="?", default="/etc/letsencrypt")
+    importer.add_argument(
+        "--scan",
+        metavar="DIR",
+        action="append",
+        help="web server configuration to search for certbot's paths (repeatable; default "
+        "/etc/nginx, /etc/apache2, /etc/httpd)",
+    )
+    importer.add_argument(
+        "--link",
+        action="store_true",
+        help="replace certbot's live/<name> by a link to acme-agent's, and take the lineage "
+        "out of certbot's renewals (renewal/<name>.conf -> .conf.acme-agent)",
+    )
     add_delete_parser(commands)
 
 
@@ -104,7 +120,7 @@ def run_operator_command(config: Config, args: argparse.Namespace) -> int:
     if args.command == "import-certbot":
         from .certbot_import import run_import
 
-        return run_import(config, args.directory)
+        return run_import(config, args.directory, args.scan, args.link)
     if args.command == "delete":
         return cmd_delete(config, args)
     raise UsageError(f"unknown command {args.command}")

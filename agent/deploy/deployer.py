@@ -48,6 +48,7 @@ class DeployItem:
     # The version deployed before (its archive folder): what the targets hold now, for a
     # rollback when they cannot be read back (owned by another user, and no CAP_DAC_*).
     previous: Path | None = None
+    live: Path | None = None  # state_dir/live/<name> (certbot's RENEWED_LINEAGE for hooks)
 
     @property
     def config(self) -> DeployConfig:
@@ -93,6 +94,9 @@ def hook_env(item: DeployItem) -> dict[str, str]:
         "ACME_AGENT_FULLCHAIN": str(config.path("fullchain") or item.folder / "fullchain.pem"),
         "ACME_AGENT_KEY": str(config.path("key") or item.folder / "privkey.pem"),
         "ACME_AGENT_SERIAL": f"{item.serial:x}",
+        # certbot's names, so that a deploy hook written for certbot works unchanged.
+        "RENEWED_LINEAGE": str(item.live or item.folder),
+        "RENEWED_DOMAINS": " ".join(item.cert.domains),
     }
 
 
@@ -143,7 +147,10 @@ class Deployer:
         except StoreError:
             _restore(backups)  # a rename half-way through: put every file back
             raise
-        log.info("%s: deployed to %s", item.cert.name, ", ".join(str(p) for _, p in config.targets))
+        if config.targets:  # a [deploy] table may only reload or run a hook
+            log.info(
+                "%s: deployed to %s", item.cert.name, ", ".join(str(p) for _, p in config.targets)
+            )
         return backups
 
     def _reload_group(

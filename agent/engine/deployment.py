@@ -39,7 +39,8 @@ def deploy_pending(
             if folder is not None and current is not None:
                 deployed = store.deployed_version(cert.name)
                 previous = store.archive_dir(cert.name) / deployed if deployed else None
-                items.append(DeployItem(cert, folder, int(current.serial, 16), previous))
+                serial, live = int(current.serial, 16), store.live_dir(cert.name)
+                items.append(DeployItem(cert, folder, serial, previous, live))
         result = Deployer().deploy(items)
         updated = {}
         for item in items:
