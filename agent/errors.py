@@ -43,6 +43,7 @@ class CAError(AgentError):
         self.problem_type = problem_type
         self.retry_after: float | None = None  # seconds the CA asked us to wait, if it did
         self.http_status = 0  # of the CA's answer, when there was one
+        self.order_issued = False  # the CA had issued the certificate (not downloaded)
 
 
 class AccountError(CAError):

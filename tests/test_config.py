@@ -103,6 +103,22 @@ BAD = [
     ("[http01]", '[ca.le]\ndirectory = "https://x.example/d"\nfoo = 1\n[http01]', "ca.le.foo"),
     (
         "[http01]",
+        '[ca.le]\ndirectory = "https://CA.example/directory/"\n[http01]',
+        "ca.le.directory: is also the directory of [acme]",
+    ),
+    (
+        "[http01]",
+        '[ca.le]\ndirectory = "https://x.example/d"\nstaging_directory = "https://X.example/d/"\n'
+        "[http01]",
+        "ca.le.staging_directory: is the production directory",
+    ),
+    (
+        "[http01]",
+        '[ca.le]\ndirectory = "https://x.example/d"\nstaging_eab_kid = "k"\n[http01]',
+        "ca.le.staging_eab_kid: set both",
+    ),
+    (
+        "[http01]",
         '[ca.le]\ndirectory = "https://x.example/d"\nstaging_directory = "https://x.example/d"\n'
         "[http01]",
         "ca.le.staging_directory: is the production directory",

@@ -153,6 +153,16 @@ def test_an_issuance_timeout_falls_back_and_the_order_is_kept_for_its_ca(
         assert setup.renew() == 1
         kept = json.loads((setup.state / "orders" / "t.json").read_text())
         assert kept["directory"] == proxy.directory_url
+        # Once the slow CA is no longer one of its CAs, that order is dropped, not kept
+        # for ever (which would stop every later order from being kept).
+        setup.config.write_text(
+            setup.config.read_text()
+            .replace('ca = ["slow", "second"]', 'ca = "second"')
+            .replace(BLOCKED2, "t.example.com")
+        )
+        assert setup.renew("--force") == 0
+        assert "is for a CA this certificate no longer uses" in capsys.readouterr().err
+        assert not (setup.state / "orders" / "t.json").exists()
     finally:
         proxy.stop()
 
@@ -191,10 +201,12 @@ def test_dry_run_goes_to_staging_and_never_to_a_ca_without_one(
     as its staging_directory: a dry run orders there only. Without one, --dry-run exits 2
     naming staging_directory before any request, unless --allow-production."""
     proxy = FaultProxy(tmp_path / "proxy", pebble.directory_url, pebble.ca_bundle).start()
-    # The staging CA takes the production CA's EAB credentials (or none, like Let's
-    # Encrypt's): the same [ca.*] table serves both.
-    staging_ca = start_ca(tmp_path / "staging", http_port=pebble.http_port,
-                          eab_hmac_key=pebble.eab_hmac_key)  # fmt: skip
+    # The staging CA has EAB credentials of its own (staging_eab_*): the production ones,
+    # which may be single-use, never go there.
+    staging_ca = start_ca(tmp_path / "staging", http_port=pebble.http_port)
+    staging_key = tmp_path / "staging-eab.key"
+    staging_key.write_text(staging_ca.eab_hmac_key)
+    staging_key.chmod(0o600)
     try:
         prod = ca_table("prod", proxy, tmp_path / "p.key", pebble)
         certs = with_ca("d", "d.example.com", ca='"prod"')
@@ -206,7 +218,9 @@ def test_dry_run_goes_to_staging_and_never_to_a_ca_without_one(
         assert proxy.records == []
         # 2. staging_directory set: the dry run goes there, and only there.
         text = setup.config.read_text()
-        staging = f'staging_directory = "{staging_ca.directory_url}"\n'
+        staging = (f'staging_directory = "{staging_ca.directory_url}"\n'
+                   f'staging_eab_kid = "{staging_ca.eab_kid}"\n'
+                   f'staging_eab_hmac_key_file = "{staging_key}"\n')  # fmt: skip
         # (Public CAs' staging and production share their TLS roots; these pebbles do not.)
         staged = text.replace("[ca.prod]\n", "[ca.prod]\n" + staging)
         staged = staged.replace(str(proxy.ca_bundle), str(staging_ca.ca_bundle))
@@ -279,3 +293,67 @@ def test_a_fleet_host_learns_the_issuing_ca_from_the_shared_record(
     assert "b: deployed (serial" in capsys.readouterr().out
     assert status_of(a, capsys, "b")["ca"] == "second"
     assert status_of(b, capsys, "b")["ca"] == "second"
+
+
+def test_no_fallback_once_the_first_ca_issued_it(
+    tmp_path: Path, pebble: LocalCA, second: LocalCA, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first CA issued the certificate but its download keeps failing: asking the
+    second CA would be a second order (at AWS ACM, a second charge). The run fails, the
+    order is kept, and the next run downloads it: one newOrder in all, none at the second."""
+    proxy = FaultProxy(tmp_path / "proxy", pebble.directory_url, pebble.ca_bundle).start()
+    try:
+        proxy.faults = [Fault("status", path="/certZ/", status=503)]
+        first = ca_table("first", proxy, tmp_path / "first.key", pebble)
+        certs = with_ca("n", "n.example.com", ca='["first", "second"]')
+        setup = two_cas(tmp_path, pebble, second, certs, first)
+        assert setup.renew() == 1
+        err = capsys.readouterr().err
+        assert "trying [ca.second]" not in err
+        assert not (setup.state / "accounts").exists() or len(
+            list((setup.state / "accounts").iterdir())) == 1  # fmt: skip
+        kept = json.loads((setup.state / "orders" / "n.json").read_text())
+        assert kept["directory"] == proxy.directory_url
+        proxy.faults = []
+        assert setup.renew() == 0
+        assert "resuming the order" in capsys.readouterr().err
+        assert len(proxy.posted("/order-plz")) == 1
+        assert status_of(setup, capsys, "n")["ca"] == "first"
+    finally:
+        proxy.stop()
+
+
+def test_the_issuing_ca_is_the_recorded_one_or_the_one_whose_account_ordered_it(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    from agent.config import load
+    from agent.engine.issuing import issuing_ca
+    from agent.model import CertRecord
+    from agent.store.certs import Store
+
+    config_path = tmp_path / "agent.toml"
+    config_path.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[acme]\ndirectory = "https://a.example/dir"\n'
+        '[ca.b]\ndirectory = "https://b.example/dir"\n[[certificate]]\nname = "x"\n'
+        'domains = ["x.example.com"]\nca = ["default", "b"]\n'
+    )
+    config_path.chmod(0o600)
+    config = load(config_path)
+    store = Store(config.state_dir)
+    store.save_account_key("https://b.example/dir", b"not used here")
+    store.save_account("https://b.example/dir", "https://b.example/acct/7")
+    now = datetime.now(UTC)
+    cert = config.certificates[0]
+
+    def record(ca: str | None, account: str | None) -> CertRecord:
+        return CertRecord("x", "0001", "1", frozenset(), "ec-p256", now, now, "", account,
+                          None, ca)  # fmt: skip
+
+    assert issuing_ca(config.cas, store, cert, record(None, None)) is config.cas["default"]
+    assert issuing_ca(config.cas, store, cert, record("b", None)) is config.cas["b"]
+    assert issuing_ca(config.cas, store, cert, record("gone", None)) is None  # never guessed
+    assert issuing_ca(config.cas, store, cert, record("", "https://b.example/acct/7")) is (
+        config.cas["b"])  # fmt: skip
+    assert issuing_ca(config.cas, store, cert, record("", "https://c.example/acct/1")) is None

@@ -98,6 +98,7 @@ class Issuer:
         self.sleep = sleep
         self.on_order = on_order
         self.replaces_refused: str | None = None  # the CA's answer, when it refused replaces
+        self.issued: str | None = None  # the order's URL once the CA issued its certificate
 
     def obtain(
         self,
@@ -145,6 +146,7 @@ class Issuer:
             order = dataclasses.replace(order, status="ready")
         order = self._finalize(cert, order, csr, poller)
         assert order.certificate is not None
+        self.issued = order.url  # from here on the CA has issued it (and may bill for it)
         chain = self._download(cert, order.certificate, key)
         return Issued(keys.key_to_pem(key), chain, order.url)
 
@@ -158,8 +160,8 @@ class Issuer:
         body, alternates = self.client.download_with_alternates(url, cert.name)
         chain = keys.split_chain(body, cert.name)
         keys.check_issued(chain, key, cert.domains, cert.name)
-        if keys.choose_chain([chain], cert.preferred_chain) == 0:
-            return chain
+        if keys.root_name(chain) == cert.preferred_chain:
+            return chain  # the default chain leads to that root already
         chains = [chain, *self._alternates(cert, chain, alternates)]
         chosen = keys.choose_chain(chains, cert.preferred_chain)
         if chosen is None:

@@ -22,6 +22,9 @@ def problems(config: Config) -> list[str]:
         eab_file = ca.eab_hmac_key_file
         if eab_file is not None and not _has_account(config, ca.directory):  # needed once
             secrets.append((eab_file, f"{ca.label} eab_hmac_key_file", False))
+        staging_file, staging = ca.staging_eab_hmac_key_file, ca.dry_run_directory
+        if staging_file is not None and staging and not _has_account(config, staging):
+            secrets.append((staging_file, f"{ca.label} staging_eab_hmac_key_file", False))
     if config.cluster is not None:
         secrets.append((config.cluster.key_file, "[cluster] key_file", True))
         if config.cluster.password_file is not None:

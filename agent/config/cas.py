@@ -28,6 +28,7 @@ def parse_cas(top: Table, base: Path) -> dict[str, AcmeConfig]:
     """``[acme]`` as "default", then each ``[ca.<name>]`` in the file's order."""
     cas = {DEFAULT_CA: parse_ca(top.table("acme"), base, DEFAULT_CA)}
     named = top.get("ca", dict, {})
+    seen = {same_url(cas[DEFAULT_CA].directory): "[acme]"}
     for name, value in named.items():
         field = f"ca.{name}"
         if not _CA_NAME_RE.match(name):
@@ -37,7 +38,19 @@ def parse_cas(top: Table, base: Path) -> dict[str, AcmeConfig]:
         if not isinstance(value, dict):
             raise top.error(field, "expected a table ([ca.NAME] with directory = ...)")
         cas[name] = parse_ca(Table(value, top.where, f"{field}."), base, name)
+        directory = same_url(cas[name].directory)
+        if directory in seen:  # one account, ARI memory and pending order per directory
+            raise top.error(f"{field}.directory", f"is also the directory of {seen[directory]}; "
+                            "one table per CA")  # fmt: skip
+        seen[directory] = f"[{field}]"
     return cas
+
+
+def same_url(url: str) -> str:
+    """``url`` as compared with another: scheme and host in lower case, no trailing /."""
+    scheme, _, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}://{host.lower()}{slash}{path}".rstrip("/")
 
 
 def parse_ca(table: Table, base: Path, name: str) -> AcmeConfig:
@@ -64,10 +77,15 @@ def parse_ca(table: Table, base: Path, name: str) -> AcmeConfig:
     staging = table.text("staging_directory")
     if staging is not None and not staging.startswith("https://"):
         raise table.error("staging_directory", f"{staging!r} must be an https:// URL")
-    if staging is not None and staging == directory:
+    if staging is not None and same_url(staging) == same_url(directory):
         raise table.error(
             "staging_directory", "is the production directory; a dry run there is not free"
         )
+    staging_kid = table.text("staging_eab_kid")
+    staging_file = table.text("staging_eab_hmac_key_file")
+    if (staging_kid is None) != (staging_file is None):
+        raise table.error("staging_eab_kid", "set both staging_eab_kid and "
+                          "staging_eab_hmac_key_file, or neither")  # fmt: skip
     timeout = table.get("issuance_timeout", (int, float), DEFAULT_ISSUANCE_TIMEOUT)
     if not 1 <= timeout <= 86400:
         raise table.error("issuance_timeout", f"{timeout} must be between 1 and 86400 seconds")
@@ -86,6 +104,8 @@ def parse_ca(table: Table, base: Path, name: str) -> AcmeConfig:
         max_concurrent_orders=concurrency,
         name=name,
         key_types=key_types,
+        staging_eab_kid=staging_kid,
+        staging_eab_hmac_key_file=relative_to(Path(staging_file), base) if staging_file else None,
     )
 
 
@@ -151,12 +171,8 @@ def usable_cas(cert: CertificateConfig, cas: Mapping[str, AcmeConfig]) -> list[A
 def issuer_of(
     cert: CertificateConfig, cas: Mapping[str, AcmeConfig], recorded: str | None
 ) -> AcmeConfig | None:
-    """The configured CA that issued ``cert``'s certificate in service: the one its facts
-    name (``recorded``; None, from a version with one CA, is "default"), else, when that is
-    not known ("", a CA since removed), the first of ``cert``'s CAs: its renewal
-    information, its account and revocation belong to that CA."""
-    name = DEFAULT_CA if recorded is None else recorded
-    if name in cas:
-        return cas[name]
-    usable = usable_cas(cert, cas)
-    return usable[0] if usable else None
+    """The configured CA that issued ``cert``'s certificate in service, by the name its
+    facts record (``recorded``; None, from a version with one CA, is "default"); None when
+    that is not known ("") or names a CA no longer configured: its renewal information,
+    account and revocation belong to that CA, never to another one guessed."""
+    return cas.get(DEFAULT_CA if recorded is None else recorded)

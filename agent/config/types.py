@@ -44,12 +44,16 @@ class AcmeConfig:
     max_concurrent_orders: int = 8
     name: str = DEFAULT_CA  # "default" for [acme], NAME for [ca.NAME]
     key_types: tuple[str, ...] | None = None  # what this CA accepts (None: any)
+    # EAB for the staging directory's account (dry runs): never the production ones,
+    # which may be single-use.
+    staging_eab_kid: str | None = None
+    staging_eab_hmac_key_file: Path | None = None
 
     @property
     def dry_run_directory(self) -> str | None:
         """Where a dry run goes: staging_directory, or the known staging directory of a
         public CA's production one; None: this CA has none (a dry run would be real)."""
-        return self.staging_directory or KNOWN_STAGING.get(self.directory.rstrip("/"))
+        return self.staging_directory or KNOWN_STAGING.get(self.directory.rstrip("/").lower())
 
     @property
     def label(self) -> str:

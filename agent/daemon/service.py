@@ -272,8 +272,8 @@ class Daemon:
         new = keep_previous_definitions(old, new)
         self.config = new
         self._report_problems()
-        if (new.acme, new.http01, new.state_dir, new.cluster) != (
-            old.acme, old.http01, old.state_dir, old.cluster,
+        if (dict(new.cas), new.http01, new.state_dir, new.cluster) != (
+            dict(old.cas), old.http01, old.state_dir, old.cluster,
         ):  # fmt: skip
             self.store = Store(new.state_dir)
             self.schedule.planner = self._planner(new)

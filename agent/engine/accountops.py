@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 
 from .. import keys
 from ..acme.client import account_key_pem_new
-from ..config.cas import issuer_of
 from ..config.types import DEFAULT_CA, AcmeConfig, Config
 from ..errors import AgentError, ConfigError, StoreError, UsageError
 from ..fleet.cluster import open_cluster
@@ -18,6 +17,7 @@ from ..store.attempts import record_revocation
 from ..store.certs import Store
 from ..store.files import write_file_atomic
 from .accounts import open_client, set_aside, set_aside_accounts, stored_client, thumbprint
+from .issuing import issuing_ca
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +130,11 @@ def revoke(config: Config, name: str, reason: str, ca_name: str | None = None) -
     record = store.record(name)
     if current is None or record is None:
         raise ConfigError(f"{name}: there is no certificate to revoke in {store.live_dir(name)}")
-    ca = ca_named(config, ca_name) if ca_name else issuer_of(cert, config.cas, record.ca)
+    ca = ca_named(config, ca_name) if ca_name else issuing_ca(config.cas, store, cert, record)
     if ca is None:
-        raise UsageError(f"{name}: the CA that issued it is not known; name it with --ca NAME")
+        raise UsageError(f"{name}: the CA that issued it is not known (imported, or a CA no "
+                         f"longer configured); name it with --ca NAME (configured: "
+                         f"{', '.join(config.cas)})")  # fmt: skip
     client = open_client(ca, store, open_cluster(config.cluster))
     client.revoke(current.cert, REVOCATION_REASONS[reason], name)
     serial = f"{current.cert.serial_number:x}"

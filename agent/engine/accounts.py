@@ -235,7 +235,8 @@ def _eab_credentials(acme: AcmeConfig, client: AcmeClient) -> tuple[str, str] | 
         if client.requires_eab():
             raise ConfigError(
                 f"{acme.directory} requires External Account Binding: set {acme.label} eab_kid "
-                "and eab_hmac_key_file to the credentials your CA issued"
+                "and eab_hmac_key_file (for its staging directory: staging_eab_kid and "
+                "staging_eab_hmac_key_file) to the credentials your CA issued"
             )
         return None
     if acme.eab_hmac_key is not None:

@@ -97,4 +97,5 @@ def open_backend(config: Config, store: Store) -> CertBackend:
     from ..fleet.backend import FleetBackend
     from ..fleet.cluster import RedisCluster
 
-    return FleetBackend(store, RedisCluster(config.cluster), config.acme.issuance_timeout)
+    ttl = max(ca.issuance_timeout for ca in config.cas.values())  # tokens outlive any order
+    return FleetBackend(store, RedisCluster(config.cluster), ttl)

@@ -28,8 +28,11 @@ def dry_run_target(ca: AcmeConfig, allow_production: bool) -> AcmeConfig:
     only with ``allow_production``, the CA itself. Raises ConfigError otherwise, before
     any request: a dry run must never cost anything."""
     staging = ca.dry_run_directory
-    if staging is not None:
-        return dataclasses.replace(ca, directory=staging, staging_directory=None)
+    if staging is not None:  # its own account: never with the production EAB credentials
+        return dataclasses.replace(
+            ca, directory=staging, staging_directory=None, eab_kid=ca.staging_eab_kid,
+            eab_hmac_key=None, eab_hmac_key_file=ca.staging_eab_hmac_key_file,
+        )  # fmt: skip
     if allow_production:
         return ca
     raise ConfigError(
@@ -73,6 +76,13 @@ class Clients:
         self.observer = observer
         self._clients: dict[str, AcmeClient] = {}
         self._lock = threading.Lock()
+        # Each CA's max_concurrent_orders: orders worked on at once there.
+        self._slots = {n: threading.BoundedSemaphore(c.max_concurrent_orders)
+                       for n, c in config.cas.items()}  # fmt: skip
+
+    def slot(self, ca: AcmeConfig) -> threading.BoundedSemaphore:
+        """Held while an order is worked on at ``ca`` (``with clients.slot(ca):``)."""
+        return self._slots[ca.name]
 
     def target(self, ca: AcmeConfig) -> AcmeConfig:
         """The CA as this run talks to it (a dry run: its staging directory)."""
@@ -88,8 +98,10 @@ class Clients:
             if client is None:
                 from .accounts import open_client
 
+                # A dry run's staging account is this host's own, never the fleet's.
+                cluster = None if self.dry_run else self.cluster
                 try:
-                    client = open_client(self.target(ca), self.store, self.cluster)
+                    client = open_client(self.target(ca), self.store, cluster)
                 except AgentError as err:
                     if run is not None:
                         run.client_errors[ca.name] = err

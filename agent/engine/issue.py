@@ -46,10 +46,18 @@ class Obtainer:
         issuance_timeout: float,
         store: Store | None,
         now: datetime,
+        *,
+        kept_for: frozenset[str] = frozenset(),
+        issued_here: bool = True,
     ) -> None:
+        """``kept_for``: the directories of the certificate's other CAs (an order one of
+        them left is kept for it); ``issued_here``: the certificate in service is this
+        CA's (only then may ``replaces`` name it)."""
         self.client = client
         self.store = store
         self.now = now
+        self.kept_for = kept_for
+        self.issued_here = issued_here
         self.issuer = Issuer(client, solver, issuance_timeout)
 
     def obtain(
@@ -65,7 +73,7 @@ class Obtainer:
         request = reused_key(store, request, record)
         pending = self._pending(store, request)
         replaces = self._replaces(store, record, replacing)
-        if pending is None and _kept_elsewhere(store, name, self.client.directory_url):
+        if pending is None and self._kept_elsewhere(store, name):
             self.issuer.on_order = None  # a fallback: the first CA's order stays kept
         else:
             self.issuer.on_order = lambda url, key, csr: orders.save_pending(
@@ -85,7 +93,9 @@ class Obtainer:
             return issued
         except (IssuanceError, CAError) as err:
             dead = not (isinstance(err, CAError) and err.retryable)
-            if dead and not _kept_elsewhere(store, name, self.client.directory_url):
+            if isinstance(err, CAError) and self.issuer.issued is not None:
+                dead = False  # issued, not downloaded: the next run downloads it, no new order
+            if dead and not self._kept_elsewhere(store, name):
                 orders.clear_pending(store, name)  # the order is dead: the next run orders anew
             raise
         finally:
@@ -102,7 +112,12 @@ class Obtainer:
         if pending is None:
             return None
         if pending.directory != self.client.directory_url:
-            return None  # another CA's (a fallback after it timed out): left for that CA
+            if not self._kept_elsewhere(store, request.name):  # stale: of no CA of it now
+                log.info("%s: the order %s an earlier run left is for a CA this certificate "
+                         "no longer uses, or too old; dropped", request.name, pending.url,
+                         extra={"cert": request.name})  # fmt: skip
+                orders.clear_pending(store, request.name)
+            return None  # another CA's (this is a fallback after it timed out): kept for it
         directory = urlsplit(self.client.directory_url)
         url = urlsplit(pending.url)
         why = None
@@ -122,11 +137,23 @@ class Obtainer:
             return None
         return pending
 
+    def _kept_elsewhere(self, store: Store, name: str) -> bool:
+        """Is an order kept for ``name`` at another of its CAs, young enough to resume?"""
+        kept = orders.load_pending(store, name)
+        return (
+            kept is not None
+            and kept.directory != self.client.directory_url
+            and kept.directory in self.kept_for
+            and self.now - kept.placed <= MAX_PENDING_AGE
+        )
+
     def _replaces(
         self, store: Store, record: CertRecord | None, current: LiveCertificate | None
     ) -> str | None:
         """The ARI id of the certificate being replaced, when sending it can help."""
-        if current is None or record is None or not self.client.supports_ari():
+        if current is None or record is None or not self.issued_here:
+            return None  # another CA's certificate: never named to this one
+        if not self.client.supports_ari():
             return None
         state = ari.load_state(store, current.name)
         if state is None or not state.supported or state.serial != record.serial:
@@ -138,12 +165,6 @@ class Obtainer:
         with contextlib.suppress(ValueError, LookupError):
             return ari_cert_id(current.cert)
         return None
-
-
-def _kept_elsewhere(store: Store, name: str, directory: str) -> bool:
-    """Is an order of another CA kept for ``name`` (one that timed out there)?"""
-    kept = orders.load_pending(store, name)
-    return kept is not None and kept.directory != directory
 
 
 def order_request(cert: CertificateConfig) -> OrderRequest:

@@ -12,7 +12,6 @@ import socket
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from ..config.cas import issuer_of
 from ..config.types import AcmeConfig, CertificateConfig
 from ..model import AriState, CertFacts, CertRecord, Outcome, Plan, Status, facts
 from ..policy import renewal
@@ -22,6 +21,7 @@ from ..store import ari
 from ..store.attempts import revoked_serial
 from ..store.certs import Store
 from ..store.skew import SKEW_LIMIT, clear_skew, save_skew
+from .issuing import issuing_ca
 
 # Jitter differs between hosts (and certificates) but is stable across runs.
 HOST = socket.gethostname()
@@ -46,8 +46,9 @@ class Planner:
         self.refresh = refresh
 
     def directory(self, cert: CertificateConfig, current: CertRecord) -> str:
-        """The directory of the CA that issued ``current`` (its renewal information)."""
-        ca = issuer_of(cert, self.cas, current.ca)
+        """The directory of the CA that issued ``current`` (its renewal information; ""
+        when not known: nothing is asked of any CA)."""
+        ca = issuing_ca(self.cas, self.store, cert, current)
         return ca.directory if ca is not None else ""
 
     def plan(

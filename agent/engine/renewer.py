@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from ..config.cas import issuer_of, usable_cas
-from ..config.types import AcmeConfig, CertificateConfig, Config
-from ..errors import AccountError, AgentError, CAError, ConfigError, IssuanceError
+from ..config.cas import usable_cas
+from ..config.types import CertificateConfig, Config
+from ..errors import AccountError, AgentError, CAError, ConfigError
 from ..model import (
     AriState,
     CertRecord,
@@ -37,13 +37,14 @@ from ..store.certs import Store
 from ..store.prune import prune_archive
 from ..store.skew import load_skew
 from .backend import CertBackend, Claim, LocalBackend, open_backend
-from .clients import Clients, measure_skew, name_the_ca
+from .clients import Clients
 from .deployment import deploy_pending, pending_deployments
 from .hooks import run_post_hook, run_pre_hook
+from .issuing import issuing_ca
+from .ordering import Orderer
 from .plan import Planner, check_clock
 
 if TYPE_CHECKING:
-    from ..acme.client import AcmeClient
     from ..acme.issuer import Issued
     from .metrics import Metrics
 
@@ -83,6 +84,8 @@ class Renewer:
                                allow_production=allow_production, observer=observer)  # fmt: skip
         self._solver_factory = solver_factory
         self._solver_lock = threading.Lock()
+        self.orders = Orderer(config, self.store, self.clients, lambda: self.solver_factory(),
+                              clock, dry_run)  # fmt: skip
         self._ari_unreachable: set[str] = set()  # CAs whose renewalInfo could not be fetched
 
     @property
@@ -156,7 +159,9 @@ class Renewer:
                     todo.append(cert)
                     if quick:
                         due.add(cert.name)
-        workers = min(self.config.acme.max_concurrent_orders, len(todo))  # [acme]'s
+        # Each CA's own limit applies too (Orderer): the pool is the largest of them.
+        limit = max(ca.max_concurrent_orders for ca in self.config.cas.values())
+        workers = min(limit, len(todo))
         if workers <= 1:
             done.update((c.name, self.process(c, run, force, c.name in due)) for c in todo)
         else:
@@ -260,15 +265,14 @@ class Renewer:
         if not (force or self.dry_run) and (held := self.planner.held_back(cert, current, plan)):
             return held  # due again too soon: a loop in the making, not an order
         if not (force or self.dry_run) and load_skew(self.store) is not None:
-            first = usable_cas(cert, self.config.cas)[0]
-            measured = measure_skew(self.clients.get(first, run), self.clock())
+            measured = self.orders.skew(cert, run)
             if (held := self.planner.held_for_clock(cert, measured)) is not None:
                 return held
         log.info("%s: obtaining a certificate for %s (%s)", cert.name, ", ".join(cert.domains),
                  plan.reason, extra={"cert": cert.name, "domains": list(cert.domains)})  # fmt: skip
         if not self.dry_run:
             run_pre_hook(self.config.hooks, run)
-        issued, ca, client = self._obtain(cert, current, run)
+        issued, ca, client = self.orders.obtain(cert, current, run)
         if self.dry_run:
             serial = issued.chain.cert.serial_number
             detail = f"dry run: serial {serial:x} obtained from {ca.label} and discarded"
@@ -279,48 +283,6 @@ class Renewer:
         prune_archive(self.store, cert.name, cert.keep_versions)  # under the claim's lock
         check_clock(self.store, self.planner, cert, client.poster.last_date, self.clock())
         return outcome
-
-    def _obtain(
-        self, cert: CertificateConfig, current: CertRecord | None, run: RunContext
-    ) -> tuple[Issued, AcmeConfig, AcmeClient]:
-        """From the first of ``cert``'s CAs that issues it: a failure at one (unreachable
-        after retries, a refusal, an issuance timeout, its account) tries the next in the
-        same run; the next renewal starts again from the first."""
-        cas = usable_cas(cert, self.config.cas)
-        for i, ca in enumerate(cas):
-            try:
-                issued, client = self._obtain_at(ca, cert, current, run)
-                return issued, ca, client
-            except (CAError, IssuanceError) as err:
-                name_the_ca(err, ca, len(self.config.cas) > 1)
-                if i + 1 == len(cas):
-                    raise
-                log.warning("%s: %s; trying %s", cert.name, err, cas[i + 1].label,
-                            extra={"cert": cert.name, "ca": ca.name,
-                                   "error_type": "fallback"})  # fmt: skip
-        raise ConfigError(f"{cert.field('ca')}: no CA accepts key type {cert.key_type}")
-
-    def _obtain_at(
-        self, ca: AcmeConfig, cert: CertificateConfig, current: CertRecord | None,
-        run: RunContext,
-    ) -> tuple[Issued, AcmeClient]:  # fmt: skip
-        """One CA's try; a lost account is set aside and replaced once, then tried again."""
-        from .issue import Obtainer, order_request
-
-        try:
-            client = self.clients.get(ca, run)
-            request = order_request(cert)
-            live = None if self.dry_run or current is None else self.store.current(cert.name)
-            store = None if self.dry_run else self.store
-            timeout = ca.issuance_timeout
-            obtainer = Obtainer(client, self.solver_factory(), timeout, store, self.clock())
-            return obtainer.obtain(request, current, live), client
-        except AccountError as err:
-            key = (ca.name, cert.name)
-            if key in run.account_retried or not self.clients.recover(ca, err, run):
-                raise
-            run.account_retried.add(key)
-            return self._obtain_at(ca, cert, current, run)
 
     def _install(
         self, cert: CertificateConfig, plan: Plan, issued: Issued, ca: str, account: str
@@ -343,7 +305,7 @@ class Renewer:
     ) -> AriState | None:
         """Ask the CA that issued ``cert``'s certificate in service for its renewal
         information and keep it (None: no answer)."""
-        ca = issuer_of(cert, self.config.cas, current.ca)
+        ca = issuing_ca(self.config.cas, self.store, cert, current)
         live = None
         if ca is not None and ca.name not in self._ari_unreachable:
             live = self.store.current(cert.name)

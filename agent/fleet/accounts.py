@@ -161,8 +161,8 @@ class SharedAccount:
         back a rolled-over key."""
         cached: list[tuple[float, list[str]]] = []
 
-        def thumbprints() -> list[str]:
-            if not cached or cached[0][0] < time.monotonic():
+        def thumbprints(fresh: bool = False) -> list[str]:
+            if fresh or not cached or cached[0][0] < time.monotonic():
                 known = []
                 for directory, local in accounts.items():
                     mine, shared = local(), self.account_thumbprint(directory)
@@ -182,8 +182,13 @@ class SharedAccount:
                 return None
             if value is None:
                 return None
-            claimed = str(value).partition(".")[2]
-            chosen = known[0] if len(known) == 1 else claimed if claimed in known else None
+            claimed = str(value).partition(".")[2]  # which of our accounts it is for
+            if claimed not in known:  # perhaps one registered or rolled over just now
+                try:
+                    known = thumbprints(fresh=True)
+                except AgentError:
+                    known = []
+            chosen = claimed if claimed in known else None
             if chosen is None:
                 log.warning(
                     "HTTP-01 token %s is pending in Redis, but for no authenticated "
