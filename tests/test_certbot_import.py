@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import tomllib
@@ -233,20 +234,26 @@ def test_our_own_account_is_kept(
     assert Store(setup.state).load_account(pebble.directory_url) == ours
 
 
+ACCOUNT_ID = "0123456789abcdef0123456789abcdef"  # certbot's: an MD5 in hex
+
+
 def test_fleet_mode_and_unknown_or_broken_accounts(tmp_path: Path) -> None:
+    for bad in ("../../../../etc", "abc"):  # never read from outside accounts/
+        with pytest.raises(ConfigError, match="not a certbot account id"):
+            account_folder(tmp_path, "https://127.0.0.1:1/dir", bad)
     config = _config(tmp_path)
-    folder = account_folder(tmp_path, "https://127.0.0.1:1/dir", "abc")
+    folder = account_folder(tmp_path, "https://127.0.0.1:1/dir", ACCOUNT_ID)
     folder.mkdir(parents=True)
     (folder / "regr.json").write_text('{"uri": "https://127.0.0.1:1/acct/1"}')
     (folder / "private_key.json").write_text('{"kty": "RSA", "n": "secret-looking"}')
     fleet = dataclasses.replace(config, cluster=SimpleNamespace())  # type: ignore[type-var]
-    said = import_account(tmp_path, "https://127.0.0.1:1/dir", "abc", fleet)  # type: ignore[arg-type]
+    said = import_account(tmp_path, "https://127.0.0.1:1/dir", ACCOUNT_ID, fleet)  # type: ignore[arg-type]
     assert said.endswith("not imported, fleet mode ([cluster]) uses the fleet's shared account "
                          "for [acme]")  # fmt: skip
-    said = import_account(tmp_path, "https://127.0.0.1:9/dir", "abc", config)  # type: ignore[arg-type]
+    said = import_account(tmp_path, "https://127.0.0.1:9/dir", ACCOUNT_ID, config)  # type: ignore[arg-type]
     assert said.endswith("not imported, https://127.0.0.1:9/dir is no configured CA")
     with pytest.raises(ConfigError) as err:
-        import_account(tmp_path, "https://127.0.0.1:1/dir", "abc", config)  # type: ignore[arg-type]
+        import_account(tmp_path, "https://127.0.0.1:1/dir", ACCOUNT_ID, config)  # type: ignore[arg-type]
     assert "not a usable certbot account" in str(err.value) and "secret" not in str(err.value)
     assert not (tmp_path / "state" / "accounts").exists()
 
@@ -298,3 +305,73 @@ def test_directory_hooks_run_with_the_lineage_hook(tmp_path: Path) -> None:
     assert subprocess.run(hook, check=False).returncode == 1  # type: ignore[arg-type]
     assert log.read_text().split() == ["01-first", "02-second", "own"]
     assert shell_hook(["true"]) == ["/bin/sh", "-c", "true"]
+
+
+def test_untrusted_odd_or_hostile_lineages_are_refused_one_by_one(
+    tmp_path: Path, pebble: LocalCA, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The agent runs as root and an imported hook runs as root at every renewal: only
+    lineages root could have written are taken, each fault stays with its lineage, and
+    certbot's quoting and any text come out as exactly the intended TOML values."""
+    letsencrypt = certbot_certonly(tmp_path, pebble.directory_url, pebble.ca_bundle,
+                                   pebble.http_port, (pebble.eab_kid, pebble.eab_hmac_key),
+                                   "good", "good.example.com")  # fmt: skip
+    renewal = letsencrypt / "renewal"
+    good = (renewal / "good.conf").read_text()
+
+    def lineage(name: str, extra: str = "", text: str | None = None) -> Path:
+        path = renewal / f"{name}.conf"
+        path.write_text(text if text is not None else good.replace(
+            "[renewalparams]", f"[renewalparams]\n{extra}"))  # fmt: skip
+        path.chmod(0o600)
+        return path
+
+    lineage("quoted", "renew_hook = \"echo 'hi, there' # not a comment\"")
+    lineage("emoji", "renew_hook = echo \U0001f600")
+    latin1 = good.replace("[renewalparams]", "[renewalparams]\nrenew_hook = echo caf\xe9")
+    (renewal / "latin1.conf").write_bytes(latin1.encode("latin-1"))
+    lineage("shadow", text=good.replace(str(letsencrypt / "live" / "good" / "privkey.pem"),
+                                        "/etc/shadow"))  # fmt: skip
+    os.chown(lineage("foreign", "renew_hook = id > /tmp/pwned"), 65534, 65534)
+    lineage("orphan")
+    setup = write_config(tmp_path, pebble, "")
+    certs_dir = with_certs_dir(setup)
+    (setup.state / "attempts").mkdir(parents=True)
+    (setup.state / "attempts" / "orphan.json").write_text("{}")  # a deleted certificate's
+    capsys.readouterr()
+    assert cli(setup, "import-certbot", str(letsencrypt), "--scan", str(tmp_path)) == 1
+    out = capsys.readouterr().out
+    hooks = {p.stem: tomllib.loads(p.read_text()).get("deploy", {}).get("hook")
+             for p in certs_dir.glob("*.toml")}  # fmt: skip
+    assert hooks["quoted"] == ["/bin/sh", "-c", "echo 'hi, there' # not a comment"]
+    assert hooks["emoji"] == ["/bin/sh", "-c", "echo \U0001f600"]
+    assert "good" in hooks
+    assert set(hooks) == {"good", "quoted", "emoji"}
+    assert "not imported: " in out and "latin1.conf: is not UTF-8 text" in out
+    assert "shadow: /etc/shadow is not in" in out
+    assert re.search(r"not imported: certbot renewal configuration: \S+/foreign\.conf is "
+                     r"owned by another user \(owner nobody", out)  # fmt: skip
+    assert "orphan: " in out and "still holds a certificate of that name" in out
+    assert "3 of 7 certbot lineages imported" in out
+    assert not Path("/tmp/pwned").exists()
+    assert cli(setup, "validate") == 0
+
+
+def test_link_refused_leaves_certbot_renewing(
+    tmp_path: Path, pebble: LocalCA, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--link when certbot's live/<name> is not certbot's folder: nothing is taken from
+    certbot (its renewal file stays), so nginx never reads frozen files."""
+    letsencrypt = certbot_certonly(tmp_path, pebble.directory_url, pebble.ca_bundle,
+                                   pebble.http_port, (pebble.eab_kid, pebble.eab_hmac_key),
+                                   "l", "l.example.com")  # fmt: skip
+    setup = write_config(tmp_path, pebble, "")
+    with_certs_dir(setup)
+    live = letsencrypt / "live" / "l"
+    moved = letsencrypt / "live" / "l-real"
+    live.rename(moved)
+    live.symlink_to(moved)  # not certbot's folder any more
+    capsys.readouterr()
+    assert cli(setup, "import-certbot", str(letsencrypt), "--scan", str(tmp_path), "--link") == 1
+    assert "is not certbot's folder; not linked" in capsys.readouterr().out
+    assert (letsencrypt / "renewal" / "l.conf").exists()

@@ -9,18 +9,25 @@ certbot keeps it in ``accounts/<host[:port]><path>/<id>/``: ``regr.json`` ("uri"
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from .. import keys
+from ..config.trust import check_trusted
 from ..config.types import Config
 from ..errors import ConfigError
 from ..store.certs import Store
 
 
 def account_folder(certbot_dir: Path, server: str, account_id: str) -> Path:
+    if not re.fullmatch(r"[0-9a-f]{32}", account_id):  # certbot's ids: an MD5, in hex
+        raise ConfigError(f"account {account_id!r}: not a certbot account id; not imported")
     parts = urlsplit(server)
-    return certbot_dir / "accounts" / (parts.netloc + parts.path) / account_id
+    folder = certbot_dir / "accounts" / (parts.netloc + parts.path) / account_id
+    if ".." in folder.relative_to(certbot_dir).parts:
+        raise ConfigError(f"{server}: not a directory URL certbot could have used; not imported")
+    return folder
 
 
 def read_certbot_account(folder: Path) -> tuple[str, bytes]:
@@ -29,8 +36,10 @@ def read_certbot_account(folder: Path) -> tuple[str, bytes]:
     from cryptography.hazmat.primitives import serialization
 
     try:
-        uri = json.loads((folder / "regr.json").read_text())["uri"]
-        jwk = jose.JWK.json_loads((folder / "private_key.json").read_text())
+        regr = check_trusted(folder / "regr.json", "certbot account")
+        key_file = check_trusted(folder / "private_key.json", "certbot account key")
+        uri = json.loads(regr.read_text())["uri"]
+        jwk = jose.JWK.json_loads(key_file.read_text())
         pem = jwk.key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,

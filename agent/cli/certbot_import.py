@@ -21,10 +21,12 @@ from pathlib import Path
 from .. import keys
 from ..config.cas import check_cas
 from ..config.loader import check_wildcards, parse_certificate
+from ..config.trust import check_trusted
 from ..config.types import KEY_TYPES, Config
 from ..errors import EXIT_FAILED, EXIT_OK, AgentError, ConfigError
 from ..store.certs import Store
 from ..store.files import write_file_atomic
+from ..store.removal import state_of
 from .certbot_account import import_account
 from .certbot_lineage import Lineage, Mapping, lineage_confs, map_lineage, parse_renewal_conf
 from .certbot_web import find_references, link_lineage, scan_folders
@@ -51,10 +53,10 @@ def run_import(
     for conf in confs:
         try:
             lineage = parse_renewal_conf(conf, certbot_dir)
-            for line in import_lineage(lineage, config, store):
+            for line in import_lineage(lineage, config, store, link):
                 print(line)
             done.append(lineage)
-        except (AgentError, OSError) as err:
+        except (AgentError, OSError, ValueError) as err:
             failed += 1
             print(f"not imported: {err}")
     failed += _accounts(done, config)
@@ -63,7 +65,7 @@ def run_import(
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def import_lineage(lineage: Lineage, config: Config, store: Store) -> list[str]:
+def import_lineage(lineage: Lineage, config: Config, store: Store, link: bool = False) -> list[str]:
     """Import one lineage; returns one-line reports, raises AgentError when unmappable."""
     name = lineage.name
     if not _NAME_RE.match(name):
@@ -72,8 +74,15 @@ def import_lineage(lineage: Lineage, config: Config, store: Store) -> list[str]:
     assert config.certs_dir is not None
     target = config.certs_dir / f"{name}.toml"
     if _written_for(target, lineage):
-        return [_already_imported(lineage, store, chain, key)]
+        return [_already_imported(lineage, store, chain, key, link)]
     _refuse_if_taken(lineage, config, target)
+    current = store.current(name)
+    if state_of(store, name) and not (current is not None and current.cert == chain.cert):
+        raise ConfigError(
+            f"{name}: {store.root} still holds a certificate of that name (no longer "
+            f"configured); nothing written: acme-agent delete --cert {name} first, or rename "
+            "the lineage"
+        )
     key_type = keys.key_type_of(key)
     if key_type not in KEY_TYPES:
         raise ConfigError(f"{name}: key type {key_type} is not one acme-agent issues")
@@ -99,6 +108,7 @@ def _read_lineage(lineage: Lineage) -> tuple[keys.IssuedChain, keys.PrivateKey]:
     fullchain, privkey = lineage.path("fullchain"), lineage.path("privkey")
     if fullchain is None or privkey is None:
         raise ConfigError(f"{lineage.conf}: no fullchain/privkey entry")
+    fullchain, privkey = _lineage_file(lineage, fullchain), _lineage_file(lineage, privkey)
     try:
         chain = keys.split_chain(fullchain.read_bytes(), name)
         key = keys.load_key_pem(privkey.read_bytes())
@@ -107,6 +117,23 @@ def _read_lineage(lineage: Lineage) -> tuple[keys.IssuedChain, keys.PrivateKey]:
     if not keys.public_key_matches(chain.cert, key):
         raise ConfigError(f"{name}: {privkey} does not belong to {fullchain}")
     return chain, key
+
+
+def _lineage_file(lineage: Lineage, path: Path) -> Path:
+    """``path`` (certbot's live/<name>/x.pem) as it may be read: only what root could have
+    written, and inside certbot's folder (a renewal file naming /etc/shadow, or a link out
+    of it, is refused). After an interrupted --link, certbot's folder is the one set aside."""
+    live = lineage.live
+    if not path.exists() and path.parent == live:
+        aside = live.with_name(live.name + ".certbot") / path.name
+        path = aside if aside.exists() else path
+    checked = check_trusted(path, f"{lineage.name}: certbot's file")
+    ours = lineage.certbot_dir.resolve()
+    outside = ours not in checked.parents
+    if outside and not checked.is_relative_to(lineage.live.resolve()):
+        raise ConfigError(f"{lineage.name}: {path} is not in {lineage.certbot_dir} (it resolves "
+                          f"to {checked}); not imported")  # fmt: skip
+    return checked
 
 
 def _written_for(target: Path, lineage: Lineage) -> bool:
@@ -131,7 +158,7 @@ def _refuse_if_taken(lineage: Lineage, config: Config, target: Path) -> None:
 
 
 def _already_imported(
-    lineage: Lineage, store: Store, chain: keys.IssuedChain, key: keys.PrivateKey
+    lineage: Lineage, store: Store, chain: keys.IssuedChain, key: keys.PrivateKey, link: bool
 ) -> str:
     """The file was written for this lineage: the same certificate must be (or have been)
     in service here; a state_dir that lost it gets it back."""
@@ -145,11 +172,18 @@ def _already_imported(
                 return f"{name}: already imported"
         except OSError:
             continue
+    record = store.record(name)
+    if record is not None and record.not_after >= chain.cert.not_valid_after_utc:
+        return f"{name}: already imported (acme-agent has renewed it since)"
+    if link:  # certbot renewed it meanwhile: its newer certificate, then the link
+        _install(store, name, keys.key_to_pem(key), chain)
+        return (f"{name}: already imported; certbot's newer certificate (serial "
+                f"{chain.cert.serial_number:x}) installed")  # fmt: skip
     raise ConfigError(
         f"{name}: imported before, but certbot has a certificate since (serial "
         f"{chain.cert.serial_number:x}) that acme-agent never installed: certbot still renews "
-        f"{lineage.original_conf}; acme-agent keeps its own (run import-certbot --link to stop "
-        "certbot)"
+        f"{lineage.original_conf}; acme-agent keeps its own (run import-certbot --link to "
+        "take certbot's in and stop certbot)"
     )
 
 
@@ -167,11 +201,18 @@ def _install(
 def render(lineage: Lineage, definition: dict[str, object], mapping: Mapping) -> str:
     lines = [lineage.header]
     items = {**definition, **mapping.keys}
-    lines += [f"{key} = {json.dumps(value)}" for key, value in items.items()]
+    lines += [f"{key} = {_toml(value)}" for key, value in items.items()]
     if mapping.deploy:
         lines += ["", "[deploy]"]
-        lines += [f"{key} = {json.dumps(value)}" for key, value in mapping.deploy.items()]
+        lines += [f"{key} = {_toml(value)}" for key, value in mapping.deploy.items()]
     return "\n".join(lines) + "\n"
+
+
+def _toml(value: object) -> str:
+    """A TOML value: JSON's strings, lists and booleans are TOML's, once characters
+    outside the BMP are written as themselves (JSON's surrogate pairs are no TOML) and
+    DEL escaped (TOML allows no control character in a basic string)."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _accounts(done: list[Lineage], config: Config) -> int:

@@ -9,7 +9,9 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config.trust import check_trusted
 from ..config.types import DEFAULT_CA, Config
+from ..errors import ConfigError
 
 # certbot reads only renewal/*.conf: a lineage taken over is renamed to this suffix.
 TAKEN_OVER = ".acme-agent"
@@ -60,7 +62,13 @@ def parse_renewal_conf(path: Path, certbot_dir: Path) -> Lineage:
     Top-level keys and those of [renewalparams] are kept; nested sections are skipped."""
     values: dict[str, str] = {}
     section = ""
-    for raw in path.read_text().splitlines():
+    # Its hooks run as root here: only a file root (or this user) could have written.
+    checked = check_trusted(path, "certbot renewal configuration")
+    try:
+        text = checked.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: is not UTF-8 text; not imported") from None
+    for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -69,9 +77,22 @@ def parse_renewal_conf(path: Path, certbot_dir: Path) -> Lineage:
             continue
         key, sep, value = line.partition("=")
         if sep and section in ("", "renewalparams"):
-            values[key.strip()] = value.strip().rstrip(",").strip()
+            values[key.strip()] = unquote(value.strip(), path)
     name = path.name.removesuffix(TAKEN_OVER).removesuffix(".conf")
     return Lineage(name, path, certbot_dir, values)
+
+
+def unquote(value: str, path: Path) -> str:
+    """A configobj value as certbot wrote it: quoted ('...', "...", triple quotes) when it
+    holds a comma, '#', a quote or edge spaces; otherwise bare, up to a comment."""
+    for quote in ("'''", '"""', "'", '"'):
+        if value.startswith(quote):
+            end = value.find(quote, len(quote))
+            if end < 0:
+                raise ConfigError(f"{path}: a value starts with {quote} and never ends; "
+                                  "not imported")  # fmt: skip
+            return value[len(quote) : end]
+    return value.split(" #", 1)[0].rstrip(",").strip()
 
 
 def lineage_confs(certbot_dir: Path) -> list[Path]:
@@ -138,11 +159,14 @@ def directory_hooks(certbot_dir: Path, kind: str) -> list[str]:
     folder = certbot_dir / "renewal-hooks" / kind
     if not folder.is_dir():
         return []
-    return sorted(
-        str(p)
-        for p in folder.iterdir()
+    hooks = sorted(
+        p for p in folder.iterdir()
         if p.is_file() and os.access(p, os.X_OK) and not p.name.endswith("~")
-    )
+    )  # fmt: skip
+    # Run as root at every renewal from now on: only files root (or this user) could
+    # have written, in folders only they could have written (checked now; the house's
+    # [deploy] hooks are the operator's like any other command).
+    return [str(check_trusted(p, f"certbot {kind} hook")) for p in hooks]
 
 
 def shell_hook(commands: list[str]) -> list[str]:

@@ -85,21 +85,35 @@ def link_lineage(lineage: Lineage, our_live: Path) -> str:
     Returns one line saying what was done; StoreError when it cannot be."""
     conf, done = lineage.original_conf, []
     taken = conf.with_name(conf.name + TAKEN_OVER)
-    if conf.exists():
-        if taken.exists():
-            raise StoreError(f"{lineage.name}: {taken} exists already; move it away, then "
-                             "run import-certbot --link again")  # fmt: skip
-        _rename(conf, taken)
-        done.append(f"{conf} renamed to {taken.name} (certbot no longer renews it)")
+    if conf.exists() and taken.exists():
+        raise StoreError(f"{lineage.name}: {taken} exists already; move it away, then run "
+                         "import-certbot --link again")  # fmt: skip
     live = lineage.live
+    aside = live.with_name(live.name + ASIDE)
+    # The link first: only once the web server's paths lead to our files is certbot
+    # told to stop renewing (else they would keep reading certbot's, frozen, files).
     if live.is_symlink() and os.readlink(live) == str(our_live):
-        if not done:
-            return f"{lineage.name}: already linked ({live} -> {our_live})"
+        pass
+    elif not live.exists() and not live.is_symlink() and aside.is_dir():
+        _link(lineage.name, live, our_live)  # a run stopped between the two renames
+        done.append(f"{live} is a link to {our_live} now (certbot's folder is {aside.name})")
     else:
         _swap_for_link(lineage.name, live, our_live)
-        done.insert(0, f"{live} is a link to {our_live} now (certbot's folder kept as "
-                       f"{live.name}{ASIDE})")  # fmt: skip
+        done.append(f"{live} is a link to {our_live} now (certbot's folder kept as "
+                    f"{live.name}{ASIDE})")  # fmt: skip
+    if conf.exists():
+        _rename(conf, taken)
+        done.append(f"{conf} renamed to {taken.name} (certbot no longer renews it)")
+    if not done:
+        return f"{lineage.name}: already linked ({live} -> {our_live})"
     return f"{lineage.name}: " + "; ".join(done)
+
+
+def _link(name: str, live: Path, our_live: Path) -> None:
+    try:
+        os.symlink(our_live, live)
+    except OSError as err:
+        raise StoreError(f"{name}: cannot link {live}: {err.strerror}") from None
 
 
 def _swap_for_link(name: str, live: Path, our_live: Path) -> None:

@@ -8,7 +8,9 @@ hosts may still have the name configured; the fleet has no safe way to tell yet)
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..config.loader import is_certificate_name
 from ..config.types import DEFAULT_CA, AcmeConfig, Config
@@ -20,6 +22,7 @@ from ..store.removal import Found, remove, state_of, stored_names
 from .accounts import stored_client
 
 log = logging.getLogger(__name__)
+CERTBOT_LIVE = Path("/etc/letsencrypt/live")  # where import-certbot --link leaves links
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,10 @@ def delete(
     if config.cluster is not None:
         log.info("%s: deleted on this host only; the fleet's shared record in Redis is kept "
                  "(other hosts may still have it configured)", name)  # fmt: skip
+    link = CERTBOT_LIVE / name  # left by import-certbot --link
+    if link.is_symlink() and os.readlink(link) == str(store.live_dir(name)):
+        log.warning("%s: %s (import-certbot --link) now leads nowhere: remove it once no web "
+                    "server reads it", name, link, extra={"cert": name})  # fmt: skip
     return Deleted(name, found, versions, revoked)
 
 
