@@ -375,3 +375,17 @@ def test_link_refused_leaves_certbot_renewing(
     assert cli(setup, "import-certbot", str(letsencrypt), "--scan", str(tmp_path), "--link") == 1
     assert "is not certbot's folder; not linked" in capsys.readouterr().out
     assert (letsencrypt / "renewal" / "l.conf").exists()
+
+
+def test_configobj_values_are_read_as_certbot_wrote_them(tmp_path: Path) -> None:
+    from agent.cli.certbot_lineage import unquote
+
+    where = tmp_path / "x.conf"
+    both = "sh -c 'cp \"$RENEWED_LINEAGE/fullchain.pem\" /etc/x'"  # both quote kinds
+    assert unquote("'''" + both + "'''", where) == both
+    assert unquote('"echo a, b"  # a comment', where) == "echo a, b"
+    assert unquote("'a # b'", where) == "a # b"
+    assert unquote("systemctl reload nginx", where) == "systemctl reload nginx"
+    assert unquote("http-01,", where) == "http-01"
+    with pytest.raises(ConfigError, match="does not end with it on the same line"):
+        unquote("'''first line of several", where)

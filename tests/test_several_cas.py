@@ -4,6 +4,7 @@ its own EAB key and TLS root) validate against the same HTTP-01 listener."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -357,3 +358,7 @@ def test_the_issuing_ca_is_the_recorded_one_or_the_one_whose_account_ordered_it(
     assert issuing_ca(config.cas, store, cert, record("", "https://b.example/acct/7")) is (
         config.cas["b"])  # fmt: skip
     assert issuing_ca(config.cas, store, cert, record("", "https://c.example/acct/1")) is None
+    # A certificate with one CA: an import from it, a fleet record of an older host.
+    only = dataclasses.replace(cert, ca=("b",))
+    assert issuing_ca(config.cas, store, only, record("", None)) is config.cas["b"]
+    assert issuing_ca(config.cas, store, only, record("gone", None)) is None

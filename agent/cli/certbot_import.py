@@ -74,7 +74,7 @@ def import_lineage(lineage: Lineage, config: Config, store: Store, link: bool = 
     assert config.certs_dir is not None
     target = config.certs_dir / f"{name}.toml"
     if _written_for(target, lineage):
-        return [_already_imported(lineage, store, chain, key, link)]
+        return [_already_imported(lineage, config, store, chain, key, link)]
     _refuse_if_taken(lineage, config, target)
     current = store.current(name)
     if state_of(store, name) and not (current is not None and current.cert == chain.cert):
@@ -94,8 +94,7 @@ def import_lineage(lineage: Lineage, config: Config, store: Store, link: bool = 
     check_cas(cert, config.cas)
     # The certificate goes in first, the file that makes it configured last: a daemon
     # watching certs_dir never sees the file without the certificate (and orders one).
-    issuer = config.ca_for_directory(lineage.values.get("server", ""))
-    folder = _install(store, name, keys.key_to_pem(key), chain, issuer.name if issuer else "")
+    folder = _install(store, name, keys.key_to_pem(key), chain, _ca_of(lineage, config))
     if cert.deploy is not None:  # certbot deployed the certificate in service already
         store.mark_deployed(name, folder.name)
     write_file_atomic(target, text.encode(), 0o644)
@@ -124,7 +123,7 @@ def _lineage_file(lineage: Lineage, path: Path) -> Path:
     written, and inside certbot's folder (a renewal file naming /etc/shadow, or a link out
     of it, is refused). After an interrupted --link, certbot's folder is the one set aside."""
     live = lineage.live
-    if not path.exists() and path.parent == live:
+    if not path.exists() and path.parent.resolve() == live.resolve():
         aside = live.with_name(live.name + ".certbot") / path.name
         path = aside if aside.exists() else path
     checked = check_trusted(path, f"{lineage.name}: certbot's file")
@@ -157,14 +156,22 @@ def _refuse_if_taken(lineage: Lineage, config: Config, target: Path) -> None:
         )
 
 
+def _ca_of(lineage: Lineage, config: Config) -> str:
+    """The name of the configured CA certbot used for ``lineage`` ("": none)."""
+    issuer = config.ca_for_directory(lineage.values.get("server", ""))
+    return issuer.name if issuer else ""
+
+
 def _already_imported(
-    lineage: Lineage, store: Store, chain: keys.IssuedChain, key: keys.PrivateKey, link: bool
-) -> str:
+    lineage: Lineage, config: Config, store: Store, chain: keys.IssuedChain,
+    key: keys.PrivateKey, link: bool,
+) -> str:  # fmt: skip
     """The file was written for this lineage: the same certificate must be (or have been)
     in service here; a state_dir that lost it gets it back."""
     name = lineage.name
+    ca = _ca_of(lineage, config)
     if store.current(name) is None:
-        _install(store, name, keys.key_to_pem(key), chain)
+        _install(store, name, keys.key_to_pem(key), chain, ca)
         return f"{name}: already imported; its certificate was missing from {store.root}: installed"
     for version in store.versions(name):
         try:
@@ -176,7 +183,7 @@ def _already_imported(
     if record is not None and record.not_after >= chain.cert.not_valid_after_utc:
         return f"{name}: already imported (acme-agent has renewed it since)"
     if link:  # certbot renewed it meanwhile: its newer certificate, then the link
-        _install(store, name, keys.key_to_pem(key), chain)
+        _install(store, name, keys.key_to_pem(key), chain, ca)
         return (f"{name}: already imported; certbot's newer certificate (serial "
                 f"{chain.cert.serial_number:x}) installed")  # fmt: skip
     raise ConfigError(

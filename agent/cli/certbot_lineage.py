@@ -5,6 +5,7 @@ setting that cannot be kept exactly (and what to do about it)."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,15 +84,16 @@ def parse_renewal_conf(path: Path, certbot_dir: Path) -> Lineage:
 
 
 def unquote(value: str, path: Path) -> str:
-    """A configobj value as certbot wrote it: quoted ('...', "...", triple quotes) when it
-    holds a comma, '#', a quote or edge spaces; otherwise bare, up to a comment."""
+    """A configobj value as certbot wrote it: quoted ('...', "...", or triple quotes when
+    it holds both) when it holds a comma, '#', a quote or edge spaces; otherwise bare, up
+    to a comment. The closing quote is the one followed by the end or a comment."""
     for quote in ("'''", '"""', "'", '"'):
         if value.startswith(quote):
-            end = value.find(quote, len(quote))
-            if end < 0:
-                raise ConfigError(f"{path}: a value starts with {quote} and never ends; "
-                                  "not imported")  # fmt: skip
-            return value[len(quote) : end]
+            found = re.match(rf"\A{quote}(.*?){quote}\s*(?:#.*)?\Z", value, re.S)
+            if found is None:
+                raise ConfigError(f"{path}: a value starts with {quote} and does not end with "
+                                  "it on the same line; not imported")  # fmt: skip
+            return found.group(1)
     return value.split(" #", 1)[0].rstrip(",").strip()
 
 

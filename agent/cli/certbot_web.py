@@ -137,7 +137,16 @@ def _swap_for_link(name: str, live: Path, our_live: Path) -> None:
     try:
         os.rename(tmp, live)  # certbot's folder is gone from there for this instant only
     except OSError as err:
-        os.rename(aside, live)
+        try:
+            os.rename(aside, live)
+        except OSError:
+            raise StoreError(
+                f"{name}: cannot link {live} ({err.strerror}), and certbot's "
+                f"folder is {aside} now: rename it back to {live}"
+            ) from None
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         raise StoreError(f"{name}: cannot link {live}: {err.strerror}; nothing changed") from None
 
 

@@ -18,6 +18,7 @@ from .types import (
     KEY_TYPES,
     AcmeConfig,
     CertificateConfig,
+    same_url,
 )
 
 # A CA's name appears in metrics labels, status and messages: short and plain.
@@ -44,13 +45,6 @@ def parse_cas(top: Table, base: Path) -> dict[str, AcmeConfig]:
                             "one table per CA")  # fmt: skip
         seen[directory] = f"[{field}]"
     return cas
-
-
-def same_url(url: str) -> str:
-    """``url`` as compared with another: scheme and host in lower case, no trailing /."""
-    scheme, _, rest = url.partition("://")
-    host, slash, path = rest.partition("/")
-    return f"{scheme.lower()}://{host.lower()}{slash}{path}".rstrip("/")
 
 
 def parse_ca(table: Table, base: Path, name: str) -> AcmeConfig:

@@ -133,8 +133,9 @@ class Config:
         return self.cas.get(name)
 
     def ca_for_directory(self, directory: str) -> AcmeConfig | None:
-        """The configured CA whose directory is ``directory``, if any."""
-        return next((c for c in self.cas.values() if c.directory == directory), None)
+        """The configured CA whose directory is ``directory`` (as URLs), if any."""
+        wanted = same_url(directory)
+        return next((c for c in self.cas.values() if same_url(c.directory) == wanted), None)
 
     @functools.cached_property
     def _by_name(self) -> dict[str, CertificateConfig]:
@@ -145,3 +146,10 @@ class Config:
 
     def problem(self, name: str) -> ConfigProblem | None:
         return next((p for p in self.problems if p.name == name), None)
+
+
+def same_url(url: str) -> str:
+    """``url`` as compared with another: scheme and host in lower case, no trailing /."""
+    scheme, _, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}://{host.lower()}{slash}{path}".rstrip("/")

@@ -3,9 +3,10 @@ and revocation are that CA's). Reads the store only: planning imports no protoco
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
-from ..config.cas import issuer_of
+from ..config.cas import issuer_of, usable_cas
 from ..config.types import AcmeConfig, CertificateConfig
 from ..errors import AgentError
 from ..model import CertRecord
@@ -15,23 +16,39 @@ from ..store.certs import Store
 def issuing_ca(
     cas: Mapping[str, AcmeConfig], store: Store, cert: CertificateConfig, record: CertRecord
 ) -> AcmeConfig | None:
-    """The configured CA that issued ``record``: the one its facts name, else the one whose
-    stored account ordered it (the facts' account URL); None when neither is known (an
-    import from another CA, a CA since removed): then nothing is asked of any CA for it."""
+    """The configured CA that issued ``record``: the one its facts name; else the one whose
+    stored account ordered it (the facts' account URL); else, when the certificate has one
+    CA only, that one (an import from it, a fleet record of an older host: what a version
+    with one CA did); None otherwise (nothing is asked of a CA that may not know it)."""
     found = issuer_of(cert, cas, record.ca)
-    if found is not None or not record.account:
+    if found is not None:
         return found
-    for ca in cas.values():
-        key = (str(store.root), ca.directory)
-        if key not in _ACCOUNT_URIS:
-            try:
-                stored = store.load_account(ca.directory)
-            except AgentError:
-                stored = None
-            _ACCOUNT_URIS[key] = stored.uri if stored is not None else ""
-        if _ACCOUNT_URIS[key] == record.account:
-            return ca
-    return None
+    if record.account:
+        for ca in cas.values():
+            if _account_uri(store, ca.directory) == record.account:
+                return ca
+    usable = usable_cas(cert, cas)
+    return usable[0] if len(usable) == 1 and not record.ca else None
 
 
-_ACCOUNT_URIS: dict[tuple[str, str], str] = {}  # (state_dir, directory) -> account URL
+def _account_uri(store: Store, directory: str) -> str:
+    """The stored account's URL for ``directory`` ("": none), cached while its file is
+    unchanged (an account set aside, registered or imported is seen at once)."""
+    path = store.account_dir(directory) / "account.json"
+    try:
+        stamp = os.stat(path).st_mtime_ns
+    except OSError:
+        return ""
+    key = str(path)
+    cached = _ACCOUNT_URIS.get(key)
+    if cached is None or cached[0] != stamp:
+        try:
+            stored = store.load_account(directory)
+        except AgentError:
+            stored = None
+        cached = (stamp, stored.uri if stored is not None else "")
+        _ACCOUNT_URIS[key] = cached
+    return cached[1]
+
+
+_ACCOUNT_URIS: dict[str, tuple[int, str]] = {}  # account.json path -> (mtime, account URL)

@@ -96,7 +96,8 @@ class Renewer:
             if self._solver_factory is None:
                 from .solvers import solver_factory_for
 
-                self._solver_factory = solver_factory_for(self.config, self.backend)
+                # A dry run's tokens are for this host's staging account: never the fleet's.
+                self._solver_factory = solver_factory_for(self.config, self.claims)
             return self._solver_factory
 
     def check_dry_run(self, certs: Iterable[CertificateConfig]) -> None:
@@ -331,7 +332,9 @@ class Renewer:
         """No answer from the CA: what was known stays in use, and is asked for again in
         ARI_RETRY, not at once (else the daemon would start a worker for it every batch)."""
         stale = ari.load_state(self.store, name)
-        if stale is not None and stale.serial == current.serial and stale.next_check <= now:
+        if stale is None or stale.serial != current.serial:  # nothing known: "none" for now
+            ari.save_state(self.store, name, AriState(current.serial, False, now + ARI_RETRY))
+        elif stale.next_check <= now:
             ari.save_state(self.store, name, dataclasses.replace(stale, next_check=now + ARI_RETRY))
         return None
 
