@@ -44,6 +44,12 @@ def certbot(tmp_path: Path, pebble: LocalCA, proxy: FaultProxy, name: str, *args
                             extra=extra)  # fmt: skip
 
 
+def pebble_lineage(tmp_path: Path, pebble: LocalCA, name: str, domain: str) -> Path:
+    """A certbot lineage made by certbot itself at the session's pebble (its config dir)."""
+    return certbot_certonly(tmp_path, pebble.directory_url, pebble.ca_bundle, pebble.http_port,
+                            (pebble.eab_kid, pebble.eab_hmac_key), name, domain)  # fmt: skip
+
+
 def with_certs_dir(setup: Setup, extra: str = "") -> Path:
     certs_dir = setup.dir / "certs.d"
     certs_dir.mkdir(exist_ok=True)
@@ -197,9 +203,7 @@ def _wait_served(ngx: Nginx, serial: int) -> None:
 def test_a_name_in_use_is_refused_and_nothing_written(
     tmp_path: Path, pebble: LocalCA, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    letsencrypt = certbot_certonly(tmp_path, pebble.directory_url, pebble.ca_bundle,
-                                   pebble.http_port, (pebble.eab_kid, pebble.eab_hmac_key),
-                                   "www", "legacy.example.com")  # fmt: skip
+    letsencrypt = pebble_lineage(tmp_path, pebble, "www", "legacy.example.com")
     setup = write_config(tmp_path, pebble, cert_table("www", "www.example.com"))
     certs_dir = with_certs_dir(setup)
     (certs_dir / "other.toml").write_text('name = "other"\ndomains = ["other.example.com"]\n')
@@ -219,9 +223,7 @@ def test_a_name_in_use_is_refused_and_nothing_written(
 def test_our_own_account_is_kept(
     tmp_path: Path, pebble: LocalCA, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    letsencrypt = certbot_certonly(tmp_path, pebble.directory_url, pebble.ca_bundle,
-                                   pebble.http_port, (pebble.eab_kid, pebble.eab_hmac_key),
-                                   "cb", "cb.example.com")  # fmt: skip
+    letsencrypt = pebble_lineage(tmp_path, pebble, "cb", "cb.example.com")
     setup = write_config(tmp_path, pebble, "")
     with_certs_dir(setup)
     assert cli(setup, "register") == 0
@@ -313,9 +315,7 @@ def test_untrusted_odd_or_hostile_lineages_are_refused_one_by_one(
     """The agent runs as root and an imported hook runs as root at every renewal: only
     lineages root could have written are taken, each fault stays with its lineage, and
     certbot's quoting and any text come out as exactly the intended TOML values."""
-    letsencrypt = certbot_certonly(tmp_path, pebble.directory_url, pebble.ca_bundle,
-                                   pebble.http_port, (pebble.eab_kid, pebble.eab_hmac_key),
-                                   "good", "good.example.com")  # fmt: skip
+    letsencrypt = pebble_lineage(tmp_path, pebble, "good", "good.example.com")
     renewal = letsencrypt / "renewal"
     good = (renewal / "good.conf").read_text()
 
@@ -362,9 +362,7 @@ def test_link_refused_leaves_certbot_renewing(
 ) -> None:
     """--link when certbot's live/<name> is not certbot's folder: nothing is taken from
     certbot (its renewal file stays), so nginx never reads frozen files."""
-    letsencrypt = certbot_certonly(tmp_path, pebble.directory_url, pebble.ca_bundle,
-                                   pebble.http_port, (pebble.eab_kid, pebble.eab_hmac_key),
-                                   "l", "l.example.com")  # fmt: skip
+    letsencrypt = pebble_lineage(tmp_path, pebble, "l", "l.example.com")
     setup = write_config(tmp_path, pebble, "")
     with_certs_dir(setup)
     live = letsencrypt / "live" / "l"
