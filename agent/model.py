@@ -212,6 +212,7 @@ class Outcome:
     # "unchanged": nothing can change before this (next renewal or ARI check); None: unknown
     recheck: datetime | None = None
     ca: str = ""  # "issued": the name of the CA that issued it (after any fallback)
+    fell_back: str = ""  # the CAs that failed before it, space-separated (a fallback)
 
     @property
     def failed(self) -> bool:

@@ -85,6 +85,8 @@ def test_a_refused_identifier_falls_back_to_the_next_ca_and_says_which_issued(
                      metrics)  # fmt: skip
     assert re.search(r'acme_agent_certificate_expiry_timestamp_seconds\{ca="default",name="w"\}',
                      metrics)  # fmt: skip
+    assert 'acme_agent_ca_fallbacks_total{ca="default",name="b"} 1.0' in metrics
+    assert 'acme_agent_ca_fallbacks_total{ca="default",name="w"}' not in metrics
     cli(setup, "status")
     table = capsys.readouterr().out
     assert re.search(r"^b\s+blocked\.test\s+ec-p256\s+second\s", table, re.M)

@@ -65,6 +65,11 @@ class Metrics:
             "acme_agent_renewal_failures_total", "Failed renewal attempts by reason",
             ["name", "reason"], registry=r,
         )  # fmt: skip
+        self.fallbacks = Counter(
+            "acme_agent_ca_fallbacks_total", "Renewals for which this CA failed and the "
+            "next CA of the certificate's list was tried (label ca: the CA that failed)",
+            ["name", "ca"], registry=r,
+        )  # fmt: skip
         self.request_duration = Histogram(
             "acme_agent_acme_request_duration_seconds",
             "Duration of ACME protocol steps (including retries)", ["step"],
@@ -119,6 +124,8 @@ class Metrics:
         if outcome.status in (Status.UNCHANGED, Status.WAITING):  # nothing was attempted
             return
         self.attempts.labels(outcome.name).inc()
+        for failed in outcome.fell_back.split():
+            self.fallbacks.labels(outcome.name, failed).inc()
         labels = self._labels(outcome.name, outcome.ca or None)
         self.last_success.labels(*labels).set(0 if outcome.failed else 1)
         if outcome.failed:
@@ -165,6 +172,7 @@ class Metrics:
         per_certificate = (
             *((gauge, CERT_LABELS) for gauge in self._per_cert),
             (self.attempts, ("name",)), (self.failures, ("name", "reason")),
+            (self.fallbacks, ("name", "ca")),
         )  # fmt: skip
         for metric, labels in per_certificate:
             gone = {

@@ -45,14 +45,15 @@ class Orderer:
 
     def obtain(
         self, cert: CertificateConfig, current: CertRecord | None, run: RunContext
-    ) -> tuple[Issued, AcmeConfig, AcmeClient]:
-        """The new certificate, the CA that issued it and its client."""
+    ) -> tuple[Issued, AcmeConfig, AcmeClient, list[str]]:
+        """The new certificate, the CA that issued it, its client, and the names of the
+        CAs that failed before it."""
         cas = usable_cas(cert, self.config.cas)
         several = len(self.config.cas) > 1
         for i, ca in enumerate(cas):
             try:
                 issued, client = self._obtain_at(ca, cas, cert, current, run)
-                return issued, ca, client
+                return issued, ca, client, [c.name for c in cas[:i]]
             except (CAError, IssuanceError, ConfigError) as err:
                 name_the_ca(err, ca, several)
                 if i + 1 == len(cas) or (isinstance(err, CAError) and err.order_issued):

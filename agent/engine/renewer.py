@@ -273,14 +273,16 @@ class Renewer:
                  plan.reason, extra={"cert": cert.name, "domains": list(cert.domains)})  # fmt: skip
         if not self.dry_run:
             run_pre_hook(self.config.hooks, run)
-        issued, ca, client = self.orders.obtain(cert, current, run)
+        issued, ca, client, failed = self.orders.obtain(cert, current, run)
         if self.dry_run:
             serial = issued.chain.cert.serial_number
             detail = f"dry run: serial {serial:x} obtained from {ca.label} and discarded"
             return Outcome(cert.name, Status.DRY_RUN, detail, None,
-                           issued.chain.cert.not_valid_after_utc, ca=ca.name)  # fmt: skip
+                           issued.chain.cert.not_valid_after_utc, ca=ca.name,
+                           fell_back=" ".join(failed))  # fmt: skip
         claim.publish(issued.key_pem, issued.chain, ca.name)
         outcome = self._install(cert, plan, issued, ca.name, client.account_uri or "")
+        outcome = dataclasses.replace(outcome, fell_back=" ".join(failed))
         prune_archive(self.store, cert.name, cert.keep_versions)  # under the claim's lock
         check_clock(self.store, self.planner, cert, client.poster.last_date, self.clock())
         return outcome
