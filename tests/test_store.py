@@ -66,3 +66,27 @@ def test_current_is_none_without_or_with_broken_files(tmp_path: Path) -> None:
     folder = store.install("www", keys.key_to_pem(key), chain)
     (folder / "cert.pem").write_text("garbage")
     assert store.current("www") is None
+
+
+def test_a_lock_file_removed_while_waited_for_is_not_held(tmp_path: Path) -> None:
+    """`delete` removes a certificate's lock file while holding it: a process that was
+    waiting for it must lock the file at the path now, not the removed one (else it and
+    a newcomer would both hold "the" lock)."""
+    import threading
+    import time
+
+    store = Store(tmp_path)
+    path = tmp_path / "locks" / "x.lock"
+    seen: list[bool] = []
+
+    def waiter() -> None:
+        with store.lock("x"):
+            seen.append(path.exists())  # the file it holds is the one at the path
+
+    with store.lock("x"):
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        time.sleep(0.2)
+        path.unlink()
+    thread.join(5)
+    assert seen == [True]

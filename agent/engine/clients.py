@@ -4,10 +4,11 @@ directory (its staging directory) instead, with that directory's own account."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -79,10 +80,22 @@ class Clients:
         # Each CA's max_concurrent_orders: orders worked on at once there.
         self._slots = {n: threading.BoundedSemaphore(c.max_concurrent_orders)
                        for n, c in config.cas.items()}  # fmt: skip
+        self.stopping = threading.Event()  # the run is being interrupted
 
-    def slot(self, ca: AcmeConfig) -> threading.BoundedSemaphore:
-        """Held while an order is worked on at ``ca`` (``with clients.slot(ca):``)."""
-        return self._slots[ca.name]
+    @contextlib.contextmanager
+    def slot(self, ca: AcmeConfig) -> Iterator[None]:
+        """Held while an order is worked on at ``ca``; waiting for one ends when the run
+        is being stopped (SIGTERM): no new order starts then."""
+        slots = self._slots[ca.name]
+        while not slots.acquire(timeout=0.2):
+            if self.stopping.is_set():
+                raise AgentError(f"{ca.label}: stopping; no new order started")
+        try:
+            if self.stopping.is_set():
+                raise AgentError(f"{ca.label}: stopping; no new order started")
+            yield
+        finally:
+            slots.release()
 
     def target(self, ca: AcmeConfig) -> AcmeConfig:
         """The CA as this run talks to it (a dry run: its staging directory)."""

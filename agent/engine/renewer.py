@@ -172,7 +172,10 @@ class Renewer:
                     c.name: pool.submit(self.process, c, run, force, c.name in due) for c in todo
                 }
                 done.update((name, future.result()) for name, future in futures.items())
-            finally:  # interrupted (SIGTERM in the worker): no new order starts
+            except BaseException:  # interrupted (SIGTERM in the worker): no new order starts
+                self.clients.stopping.set()
+                raise
+            finally:
                 pool.shutdown(wait=True, cancel_futures=True)
         return {cert.name: done[cert.name] for cert in certs}
 

@@ -332,11 +332,20 @@ class Store:
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        """Exclusive per-certificate lock across processes; released by the kernel on crash."""
-        folder = self.private_dir("locks")
-        fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
+        """Exclusive per-certificate lock across processes; released by the kernel on crash.
+        A lock file removed while we waited for it (`delete`) is not held: the file at the
+        path now is locked instead, so two processes never both hold "the" lock."""
+        path = self.private_dir("locks") / f"{name}.lock"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        try:
             yield
         finally:
             os.close(fd)
