@@ -1,3 +1,3 @@
 """acme-agent: an ACME (RFC 8555) certificate agent for Linux hosts."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

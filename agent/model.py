@@ -12,7 +12,7 @@ import json
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -231,7 +231,8 @@ class Outcome:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Outcome:
-        values = dict(data)
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}  # a newer worker's extras
         values["status"] = Status(values["status"])
         for key in ("not_after", "next_time", "recheck"):
             if values.get(key):

@@ -75,5 +75,8 @@ for unit in systemd/*.service systemd/*.timer; do
 done
 if [ "$systemctl" -eq 1 ] && [ -d /run/systemd/system ]; then
   systemctl daemon-reload
+  # A running daemon keeps the code it started with, while its workers would start the
+  # new one: restart it (only if it runs) so that both speak the same worker protocol.
+  systemctl try-restart acme-agent.service || true
 fi
 echo "install.sh: done; $("$venv/bin/acme-agent" --version)"

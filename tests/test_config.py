@@ -68,6 +68,24 @@ def test_named_cas_ip_addresses_and_certificate_options(tmp_path: Path) -> None:
     assert config.certificates[0].ca == ("le", "default")
 
 
+def test_a_staging_directory_that_is_the_ca_itself_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Older examples said "Default: directory": setting it to the same URL (as URLs) is no
+    error, and no staging directory either (a dry run there would not be free)."""
+    text = GOOD.replace(
+        'eab_kid = "kid-1"',
+        'eab_kid = "kid-1"\nstaging_directory = "https://CA.example/directory/"',
+    )
+    config = load(write(tmp_path, text))
+    assert config.acme.staging_directory is None and config.acme.dry_run_directory is None
+    assert "acme.staging_directory: is the CA's own directory" in caplog.text
+    # Let's Encrypt's staging directory is its own dry-run target.
+    staging = "https://acme-staging-v02.api.letsencrypt.org/directory"
+    config = load(write(tmp_path, GOOD.replace("https://ca.example/directory", staging)))
+    assert config.acme.dry_run_directory == staging
+
+
 def test_secret_is_not_in_repr(tmp_path: Path) -> None:
     text = GOOD.replace('eab_hmac_key_file = "eab"', 'eab_hmac_key = "s3cr3t-hmac-value"')
     config = load(write(tmp_path, text))
@@ -108,20 +126,8 @@ BAD = [
     ),
     (
         "[http01]",
-        '[ca.le]\ndirectory = "https://x.example/d"\nstaging_directory = "https://X.example/d/"\n'
-        "[http01]",
-        "ca.le.staging_directory: is the production directory",
-    ),
-    (
-        "[http01]",
         '[ca.le]\ndirectory = "https://x.example/d"\nstaging_eab_kid = "k"\n[http01]',
         "ca.le.staging_eab_kid: set both",
-    ),
-    (
-        "[http01]",
-        '[ca.le]\ndirectory = "https://x.example/d"\nstaging_directory = "https://x.example/d"\n'
-        "[http01]",
-        "ca.le.staging_directory: is the production directory",
     ),
     ('domains = ["example.com", "www.example.com"]', "domains = []", "at least one"),
     ('domains = ["example.com", "www.example.com"]', 'domains = "example.com"', "a list"),

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config.types import CertificateConfig
+from agent import keys
+from agent.config.types import AcmeConfig, CertificateConfig
 from agent.daemon.schedule import Schedule
 from agent.engine.plan import Planner
 from agent.localca import LocalCA
@@ -29,7 +30,8 @@ T0 = datetime(2027, 1, 1, tzinfo=UTC)
 
 def schedule(tmp_path: Path) -> tuple[Schedule, list[str]]:
     due: list[str] = []
-    planner = Planner(Store(tmp_path / "state"), "https://ca.example/dir", lambda: T0)
+    cas = {"default": AcmeConfig("https://ca.example/dir")}
+    planner = Planner(Store(tmp_path / "state"), cas, lambda: T0)
     return Schedule(planner, due.append), due
 
 
@@ -41,6 +43,24 @@ def test_a_clock_jump_forward_renews_at_once_and_back_renews_nothing(tmp_path: P
     assert plan.evaluate(T0 - timedelta(days=365)) == 0  # back: nothing early
     assert plan.evaluate(T0 + timedelta(days=31)) == 1 and due == ["a"]  # forward: at once
     assert plan.evaluate(T0 + timedelta(days=32)) == 0  # and once
+
+
+def test_a_ca_known_without_renewal_information_wakes_nothing_at_start(tmp_path: Path) -> None:
+    """The daemon's first look at a certificate without ARI state (old state, an import)
+    starts no worker when the CA that issued it is known to offer none."""
+    from agent.store import ari
+    from tests.certs import make_chain
+
+    plan, _ = schedule(tmp_path)
+    plan._bulk = True
+    store = plan.planner.store
+    key, chain = make_chain(("s.example.com",))
+    store.install("s", keys.key_to_pem(key), chain)  # facts without "ca": the default CA's
+    cert = CertificateConfig("s", ("s.example.com",))
+    ari.remember_ca_without_ari(store, "https://ca.example/dir", T0 + timedelta(days=1))
+    plan.schedule_next(cert)
+    when = plan.states["s"].next_run
+    assert when is not None and when > T0 + timedelta(days=1)  # its renewal time, not now
 
 
 def test_sighup_retries_what_failed_now(tmp_path: Path) -> None:

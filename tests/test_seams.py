@@ -171,3 +171,13 @@ def test_validate_sees_what_the_webroot_solver_would_refuse(tmp_path: Path) -> N
     folder.mkdir(parents=True)
     (folder / "account.json").write_text('{"uri": "https://ca.example/acct/1"}')
     assert not any("eab_hmac_key_file" in line for line in problems(load(main)))
+
+
+def test_an_outcome_from_a_newer_worker_is_read() -> None:
+    """The worker protocol: fields this version does not know are ignored (a worker of a
+    newer version, started by a daemon that was not restarted after an upgrade)."""
+    from agent.model import Outcome, Status
+
+    data = Outcome("x", Status.ISSUED, "d", ca="le").to_json() | {"from_the_future": 1}
+    outcome = Outcome.from_json(data)
+    assert (outcome.name, outcome.status, outcome.ca) == ("x", Status.ISSUED, "le")

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,7 @@ from .types import (
     same_url,
 )
 
+log = logging.getLogger(__name__)
 # A CA's name appears in metrics labels, status and messages: short and plain.
 _CA_NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,31}\Z")
 
@@ -72,9 +74,12 @@ def parse_ca(table: Table, base: Path, name: str) -> AcmeConfig:
     if staging is not None and not staging.startswith("https://"):
         raise table.error("staging_directory", f"{staging!r} must be an https:// URL")
     if staging is not None and same_url(staging) == same_url(directory):
-        raise table.error(
-            "staging_directory", "is the production directory; a dry run there is not free"
-        )
+        # What older example configurations said ("default: directory"): not an error, but
+        # no staging directory either (a dry run there would not be free).
+        log.warning("%s: %s: is the CA's own directory, so it is no staging directory; "
+                    "ignored (renew --dry-run asks for one, or --allow-production)",
+                    table.where, table.field_name("staging_directory"))  # fmt: skip
+        staging = None
     staging_kid = table.text("staging_eab_kid")
     staging_file = table.text("staging_eab_hmac_key_file")
     if (staging_kid is None) != (staging_file is None):

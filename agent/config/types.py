@@ -53,7 +53,11 @@ class AcmeConfig:
     def dry_run_directory(self) -> str | None:
         """Where a dry run goes: staging_directory, or the known staging directory of a
         public CA's production one; None: this CA has none (a dry run would be real)."""
-        return self.staging_directory or KNOWN_STAGING.get(self.directory.rstrip("/").lower())
+        if self.staging_directory:
+            return self.staging_directory
+        if same_url(self.directory) in {same_url(d) for d in KNOWN_STAGING.values()}:
+            return self.directory  # a staging directory already: dry runs there are free
+        return KNOWN_STAGING.get(same_url(self.directory))
 
     @property
     def label(self) -> str:

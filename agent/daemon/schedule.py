@@ -189,18 +189,19 @@ class Schedule:
             pass
         elif plan.ari is not None and plan.ari.supported and plan.ari.next_check < when:
             when = plan.ari.next_check  # a worker run refreshes the CA's renewal information
-        elif record is not None and plan.ari is None and self._ari_unknown(record, now):
+        elif record is not None and plan.ari is None and self._ari_unknown(cert, record, now):
             when = now
         self.schedule(cert.name, max(when, now))
         if plan.next_time is not None:
             log.log(self._plan_log_level, "%s: next renewal %s (%s)", cert.name,
                     plan.next_time.isoformat(), plan.why)  # fmt: skip
 
-    def _ari_unknown(self, record: CertRecord, now: datetime) -> bool:
+    def _ari_unknown(self, cert: CertificateConfig, record: CertRecord, now: datetime) -> bool:
         """No renewal information stored for this serial (the plan found none): a worker
-        run fetches it, unless the CA is known to have none. Only once per serial, so that
-        a CA without an answer does not keep us busy."""
-        if ari.ca_without_ari(self.planner.store, self.planner.directory, now):
+        run fetches it, unless the CA that issued it is known to have none (or is not
+        known). Only once per serial, so that a CA without an answer does not keep us busy."""
+        directory = self.planner.directory(cert, record)
+        if not directory or ari.ca_without_ari(self.planner.store, directory, now):
             return False
         asked = self._ari_asked.get(record.name)
         self._ari_asked[record.name] = record.serial

@@ -26,12 +26,13 @@ from typing import Any
 
 from ..config.loader import load
 from ..config.types import Config
+from ..engine.issuing import issuing_name
 from ..engine.plan import Planner
 from ..errors import AgentError, ConfigError
 from ..http01.responder import remove_handed_over_tokens
 from ..model import Outcome, Status
 from ..store.attempts import load_attempt
-from ..store.certs import Store, local_thumbprint
+from ..store.certs import Store
 from ..store.skew import load_skew
 from . import sdnotify
 from .reload import keep_previous_definitions
@@ -103,10 +104,8 @@ class Daemon:
 
         tokens_dir = self.store.private_dir("http01")
         # In a cluster it also answers the tokens other hosts published in Redis.
-        accounts = {ca.directory: local_thumbprint(self.store, ca.directory)
-                    for ca in config.cas.values()}  # fmt: skip
-        fallback = (self._cluster.token_answerer(accounts)
-                    if self._cluster is not None else None)  # fmt: skip
+        cluster = self._cluster
+        fallback = cluster.answerer_for(config.cas, self.store) if cluster is not None else None
         http01 = config.http01
         responder = Responder(http01.listen_host, http01.listen_port, tokens_dir, fallback)
         try:
@@ -242,11 +241,12 @@ class Daemon:
         if self.metrics is None:
             return
         for name in names if names is not None else [c.name for c in self.config.certificates]:
-            state = self.schedule.states.get(name)
+            state, record = self.schedule.states.get(name), self.store.record(name)
             attempt = load_attempt(self.store, name)
             self.metrics.refresh_one(
-                name, self.store.record(name), state.next_run if state else None,
+                name, record, state.next_run if state else None,
                 None if attempt is None or attempt.result == "revoked" else not attempt.failed,
+                issuing_name(self.config.cas, self.store, self.config.certificate(name), record),
             )  # fmt: skip
         self.metrics.clock_skew.set(load_skew(self.store) or 0)
         self.metrics.last_run.set(time.time())

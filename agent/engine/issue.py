@@ -156,7 +156,7 @@ class Obtainer:
         if not self.client.supports_ari():
             return None
         state = ari.load_state(store, current.name)
-        if state is None or not state.supported or state.serial != record.serial:
+        if state is None or state.window() is None or state.serial != record.serial:
             return None  # the CA did not answer renewalInfo for this certificate
         if record.account is not None and record.account != self.client.account_uri:
             return None  # imported, from the fleet, or ordered by another account

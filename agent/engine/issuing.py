@@ -52,3 +52,14 @@ def _account_uri(store: Store, directory: str) -> str:
 
 
 _ACCOUNT_URIS: dict[str, tuple[int, str]] = {}  # account.json path -> (mtime, account URL)
+
+
+def issuing_name(
+    cas: Mapping[str, AcmeConfig], store: Store, cert: CertificateConfig | None,
+    record: CertRecord | None,
+) -> str | None:  # fmt: skip
+    """The name of :func:`issuing_ca` (None: no certificate, or not known)."""
+    if cert is None or record is None:
+        return None
+    found = issuing_ca(cas, store, cert, record)
+    return found.name if found is not None else None

@@ -146,11 +146,13 @@ class Metrics:
         self.last_run.set(time.time())
 
     def refresh_one(
-        self, name: str, record: CertRecord | None, next_run: datetime | None, ok: bool | None
-    ) -> None:
+        self, name: str, record: CertRecord | None, next_run: datetime | None, ok: bool | None,
+        ca: str | None = None,
+    ) -> None:  # fmt: skip
         """One certificate's gauges from its record and the daemon's schedule (``ok``: the
         last attempt succeeded; None: nothing attempted yet)."""
-        ca = None if record is None else "default" if record.ca is None else record.ca
+        if ca is None and record is not None:  # ``ca``: the issuing CA, when the caller knows
+            ca = "default" if record.ca is None else record.ca
         labels = self._labels(name, ca)
         if record is not None:
             self.expiry.labels(*labels).set(record.not_after.timestamp())

@@ -312,10 +312,12 @@ class Renewer:
         """Ask the CA that issued ``cert``'s certificate in service for its renewal
         information and keep it (None: no answer)."""
         ca = issuing_ca(self.config.cas, self.store, cert, current)
-        live = None
-        if ca is not None and ca.name not in self._ari_unreachable:
-            live = self.store.current(cert.name)
-        if ca is None or live is None:
+        if ca is None:  # no CA to ask until it is renewed: planned from its lifetime
+            unknown = AriState(current.serial, False, current.not_after)
+            ari.save_state(self.store, cert.name, unknown)
+            return None
+        live = self.store.current(cert.name) if ca.name not in self._ari_unreachable else None
+        if live is None:
             return self._postpone_ari(cert.name, current, now)
         from ..acme import ari as ari_request
 
@@ -335,10 +337,12 @@ class Renewer:
 
     def _postpone_ari(self, name: str, current: CertRecord, now: datetime) -> None:
         """No answer from the CA: what was known stays in use, and is asked for again in
-        ARI_RETRY, not at once (else the daemon would start a worker for it every batch)."""
+        ARI_RETRY, not at once (else the daemon would start a worker for it every batch);
+        nothing known: "supported, no window yet" (planned from the lifetime meanwhile, and
+        asked again, by the daemon too)."""
         stale = ari.load_state(self.store, name)
-        if stale is None or stale.serial != current.serial:  # nothing known: "none" for now
-            ari.save_state(self.store, name, AriState(current.serial, False, now + ARI_RETRY))
+        if stale is None or stale.serial != current.serial:  # nothing known: asked again later
+            ari.save_state(self.store, name, AriState(current.serial, True, now + ARI_RETRY))
         elif stale.next_check <= now:
             ari.save_state(self.store, name, dataclasses.replace(stale, next_check=now + ARI_RETRY))
         return None

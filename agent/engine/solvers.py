@@ -9,7 +9,7 @@ from collections.abc import Callable
 from ..config.types import Config
 from ..http01.solvers import NoSolver, StandaloneSession, StandaloneSolver, WebrootSolver
 from ..model import Solver
-from ..store.certs import Store, local_thumbprint
+from ..store.certs import Store
 from .backend import CertBackend
 
 
@@ -29,12 +29,6 @@ def _local_solver_factory(config: Config, backend: CertBackend) -> Callable[[], 
     tokens_dir = config.state_dir / "http01"
     cluster = backend.cluster
     store = Store(config.state_dir)
-    fallback = (
-        cluster.token_answerer(
-            {ca.directory: local_thumbprint(store, ca.directory) for ca in config.cas.values()}
-        )
-        if cluster is not None
-        else None
-    )
+    fallback = cluster.answerer_for(config.cas, store) if cluster is not None else None
     session = StandaloneSession(http01.listen_host, http01.listen_port, tokens_dir, fallback)
     return lambda: StandaloneSolver(session)

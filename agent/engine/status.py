@@ -14,6 +14,7 @@ from ..store.attempts import load_attempt
 from ..store.certs import Store
 from ..store.integrity import inspect
 from ..store.removal import stored_names
+from .issuing import issuing_ca
 from .plan import Planner
 
 
@@ -66,8 +67,12 @@ def _one(planner: Planner, cert: CertificateConfig, now: datetime) -> CertStatus
         folder = store.live_folder(cert.name)
         deployed = folder is not None and store.deployed_version(cert.name) == folder.name
     when = (plan.next_time or now).isoformat()
-    return _status(store, cert.name, list(cert.domains), current, now, when,
-                   plan.reason or plan.why, deployed, plan.why == "revoked")  # fmt: skip
+    status = _status(store, cert.name, list(cert.domains), current, now, when,
+                     plan.reason or plan.why, deployed, plan.why == "revoked")  # fmt: skip
+    if current is None:
+        return status
+    issuer = issuing_ca(planner.cas, store, cert, current)  # what ARI and revoke use too
+    return replace(status, ca=issuer.name) if issuer is not None else status
 
 
 def _broken(store: Store, name: str, message: str, now: datetime) -> CertStatus:

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config.cluster import ClusterConfig
+from ..config.types import AcmeConfig
 from ..errors import AgentError
 from ..model import Challenge
+from ..store.certs import Store, local_thumbprint
 from .sealing import Authenticator, Sealer, SealError
 
 log = logging.getLogger(__name__)
@@ -147,6 +149,15 @@ class SharedAccount:
             return str(data["thumbprint"]), int(data["generation"])
         except (KeyError, ValueError):
             return None
+
+    def answerer_for(
+        self, cas: Mapping[str, AcmeConfig], store: Store
+    ) -> Callable[[str], str | None]:
+        """:meth:`token_answerer` for the fleet's account at each configured CA, as this
+        host keeps them in ``store``."""
+        return self.token_answerer(
+            {ca.directory: local_thumbprint(store, ca.directory) for ca in cas.values()}
+        )
 
     def token_answerer(
         self, accounts: Mapping[str, Callable[[], tuple[str, int] | None]]

@@ -43,11 +43,12 @@ def ca_without_ari(store: Store, directory: str, now: datetime) -> datetime | No
     """Until when the CA is known to offer no renewalInfo (so no request is needed).
     Read once per store and process (planning 10,000 certificates asks 10,000 times)."""
     cached = _CA_CACHE.get(str(store.root))
-    if cached is None or (cached[1] <= now and directory not in cached[0]):
+    until = cached[0].get(directory) if cached is not None else None
+    if cached is None or ((until is None or until <= now) and cached[1] <= now):
         # Unknown or expired: another process may know more.
         cached = (_read_cas(store), now + NEGATIVE_CACHE)
         _CA_CACHE[str(store.root)] = cached
-    until = cached[0].get(directory)
+        until = cached[0].get(directory)
     return until if until is not None and until > now else None
 
 
@@ -71,5 +72,5 @@ def remember_ca_without_ari(store: Store, directory: str, until: datetime) -> No
     known = {d: u for d, u in _read_cas(store).items() if u > until - timedelta(days=366)}
     known[directory] = until
     data = {"cas": {d: u.isoformat() for d, u in known.items()}}
-    _CA_CACHE[str(store.root)] = (known, until)
+    _CA_CACHE[str(store.root)] = (known, datetime.now(until.tzinfo) + NEGATIVE_CACHE)
     write_file_atomic(store.private_dir("ari") / "_ca.json", json.dumps(data).encode(), 0o600)
