@@ -189,6 +189,11 @@ def test_link_keeps_nginx_serving_through_certbot_paths(
         _wait_served(ngx, renewed)  # through certbot's path, unedited
     finally:
         ngx.stop()
+    # Deleted later: the link certbot's path is would lead nowhere, and delete says so.
+    (certs_dir / "web.toml").unlink()
+    capsys.readouterr()
+    assert cli(setup, "delete", "--cert", "web") == 0
+    assert f"{live} (import-certbot --link) now leads nowhere" in capsys.readouterr().err
 
 
 def _wait_served(ngx: Nginx, serial: int) -> None:

@@ -250,6 +250,10 @@ def _web_servers(done: list[Lineage], folders: list[Path], store: Store, link: b
         if link:
             try:
                 print(link_lineage(lineage, store.live_dir(lineage.name)))
+                # Where the link is, for `delete` to say it would lead nowhere.
+                record = json.dumps({"link": str(lineage.live)}).encode()
+                path = store.private_dir("links") / f"{lineage.name}.json"
+                write_file_atomic(path, record, 0o600)
             except AgentError as err:
                 failed += 1
                 print(f"not linked: {err}")

@@ -7,6 +7,7 @@ hosts may still have the name configured; the fleet has no safe way to tell yet)
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from ..store.removal import Found, remove, state_of, stored_names
 from .accounts import stored_client
 
 log = logging.getLogger(__name__)
-CERTBOT_LIVE = Path("/etc/letsencrypt/live")  # where import-certbot --link leaves links
+CERTBOT_LIVE = Path("/etc/letsencrypt/live")  # certbot's default, for links not recorded
 
 
 @dataclass(frozen=True)
@@ -68,17 +69,26 @@ def delete(
     others = frozenset(stored_names(store) | {c.name for c in config.certificates}) - {name}
     with store.lock(name):  # no renewal of it is under way meanwhile
         revoked = _revoke(config, store, name, ca, reason) if revoke else None
+        link = _certbot_link(store, name)
         found = state_of(store, name, others)
         versions = _count_versions(store, name)
         remove(found)
     if config.cluster is not None:
         log.info("%s: deleted on this host only; the fleet's shared record in Redis is kept "
                  "(other hosts may still have it configured)", name)  # fmt: skip
-    link = CERTBOT_LIVE / name  # left by import-certbot --link
     if link.is_symlink() and os.readlink(link) == str(store.live_dir(name)):
         log.warning("%s: %s (import-certbot --link) now leads nowhere: remove it once no web "
                     "server reads it", name, link, extra={"cert": name})  # fmt: skip
     return Deleted(name, found, versions, revoked)
+
+
+def _certbot_link(store: Store, name: str) -> Path:
+    """Where import-certbot --link left certbot's live/<name> pointing at ours (recorded
+    in ``links/<name>.json``; else certbot's default place)."""
+    try:
+        return Path(json.loads((store.root / "links" / f"{name}.json").read_text())["link"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return CERTBOT_LIVE / name
 
 
 def _revoke(config: Config, store: Store, name: str, ca: str | None, reason: str) -> str:

@@ -26,7 +26,7 @@ from .certs import Store
 from .files import describe
 
 # Folders of per-certificate state files named <name>.json ("revoked" holds <name>).
-JSON_FOLDERS = ("attempts", "ari", "deployed", "orders")
+JSON_FOLDERS = ("attempts", "ari", "deployed", "orders", "links")
 # What set_aside() and the live-set repair append to a name (a time stamp).
 _ASIDE = r"(?:\.corrupt-\d{8}T\d{6})?"
 _TEMP = r"\.\d+\.[0-9a-f]{8}"  # files.temp_name(): .tmp-<name>.<pid>.<random>
