@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,6 +67,8 @@ def normal_name(name: str) -> str:
     """A name as configurations and facts compare it: a DNS name lowercased without the
     final dot, an IP address in its canonical form ("2001:db8::1")."""
     address = ip_address_of(name.strip("[]"))
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # what CAs put in orders and certificates
     return address.compressed if address is not None else name.lower().rstrip(".")
 
 
@@ -189,6 +192,14 @@ def check_issued(chain: IssuedChain, key: PrivateKey, domains: tuple[str, ...], 
     if not public_key_matches(chain.cert, key):
         raise IssuanceError(f"{where}: the CA returned a certificate for another key; not used")
     got, want = cert_names(chain.cert), {normal_name(d) for d in domains}
+    try:
+        san = chain.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        ip_as_dns = [n for n in san.get_values_for_type(x509.DNSName) if ip_address_of(n)]
+    except x509.ExtensionNotFound:
+        ip_as_dns = []
+    if ip_as_dns:  # a client connecting to the address would not accept it
+        raise IssuanceError(f"{where}: the CA returned a certificate naming {ip_as_dns[0]!r} as a "
+                            "DNS name, not an IP address; not used")  # fmt: skip
     if got != want:
         raise IssuanceError(
             f"{where}: the CA returned a certificate for {sorted(got)} instead of {sorted(want)}; "
@@ -216,6 +227,18 @@ def check_chain(chain: IssuedChain, where: str, now: datetime) -> None:
             f"{where}: the certificate is not signed by the issuer certificate it came with "
             f"({issuers[0].subject.rfc4514_string()}); not used"
         ) from None
+
+
+def chains_up(chain: IssuedChain) -> bool:
+    """Is each certificate of ``chain`` signed by the next one (leaf first)?"""
+    issuers = x509.load_pem_x509_certificates(chain.chain_pem) if chain.chain_pem.strip() else []
+    certs = [chain.cert, *issuers]
+    try:
+        for child, parent in itertools.pairwise(certs):
+            child.verify_directly_issued_by(parent)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def thumbprint(key_pem: bytes) -> str:

@@ -21,7 +21,7 @@ from agent import keys
 from agent.acme.orders import OrderState, alternate_links, order_mismatch
 from agent.acme.transport import Response
 from agent.cli.main import main
-from agent.errors import CAError
+from agent.errors import CAError, IssuanceError
 from agent.localca import LocalCA
 from agent.store.certs import Store
 from agent.store.integrity import suspect
@@ -302,6 +302,48 @@ def test_alternate_links() -> None:
         "https://ca.test/cert/1/alt/2",
     ]
     assert alternate_links(Response(200, {}, b""), "https://ca.test/cert/1") == []
+    # A malformed entry is skipped (never the download's failure); rel as a list of tokens;
+    # duplicates once; at most MAX_ALTERNATES.
+    odd = Response(
+        200,
+        {
+            "Link": '<https://[bad>;rel="alternate", <https://ca.test/a>;rel="up '
+            'alternate", <https://ca.test/a>;rel="alternate"'
+        },
+        b"",
+    )
+    assert alternate_links(odd, "https://ca.test/cert/1") == ["https://ca.test/a"]
+    many = ", ".join(f'<https://ca.test/{i}>;rel="alternate"' for i in range(50))
+    assert len(alternate_links(Response(200, {"Link": many}, b""), "https://ca.test/c")) == 8
+
+
+def test_a_chain_must_chain_and_an_ip_must_be_an_ip() -> None:
+    from tests.certs import make_chain
+
+    assert not keys.chains_up(_chain(("Int A", "Root A")))  # self-signed pieces: no chain
+    _key, chain = make_chain(("www.example.com",))
+    assert keys.chains_up(chain)
+    ip_key, ip_as_dns = make_chain(("127.0.0.1",))  # an address as a dNSName
+    with pytest.raises(IssuanceError, match="naming '127.0.0.1' as a DNS name"):
+        keys.check_issued(ip_as_dns, ip_key, ("127.0.0.1",), "t")
+    assert keys.normal_name("::ffff:127.0.0.1") == "127.0.0.1"
+
+
+def test_a_kept_order_with_the_revoked_key_is_not_resumed(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from agent.engine.issue import _revoked_key
+    from agent.store.attempts import record_revocation
+    from agent.store.certs import Store
+    from tests.certs import make_chain
+
+    store = Store(tmp_path)
+    key, chain = make_chain(("r.example.com",))
+    store.install("r", keys.key_to_pem(key), chain)
+    assert not _revoked_key(store, "r", keys.key_to_pem(key))  # not revoked
+    record_revocation(store, "r", f"{chain.cert.serial_number:x}", datetime.now(UTC))
+    assert _revoked_key(store, "r", keys.key_to_pem(key))
+    assert not _revoked_key(store, "r", keys.key_to_pem(keys.generate_key("ec-p256")))
 
 
 def test_ip_names_in_csr_and_order_checks() -> None:
@@ -329,9 +371,21 @@ class AlternatesClient(FakeClient):
     def download(self, url: str, subject: str) -> bytes:
         if url.endswith("/alt/1"):
             raise CAError("the CA is unreachable", retryable=True)
-        if url.endswith("/alt/2"):
-            leaf = keys.split_chain(self.default, "t").cert_pem
-            return leaf + _cert("Int B", "Root B")
+        if url.endswith("/alt/2"):  # the default issuer, cross-signed by "Root B"
+            default = keys.split_chain(self.default, "t")
+            issuer = x509.load_pem_x509_certificates(default.chain_pem)[0]
+            now = datetime.datetime.now(datetime.UTC)
+            cross = (
+                x509.CertificateBuilder()
+                .subject_name(issuer.subject)
+                .issuer_name(x509.Name([x509.NameAttribute(CN, "Root B")]))
+                .public_key(issuer.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now)
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+            )
+            return default.cert_pem + cross.public_bytes(serialization.Encoding.PEM)
         return super().download(url, subject)
 
 

@@ -101,6 +101,7 @@ BAD = [
     ('"example.com", ', '"www.example.com", ', "listed twice"),
     ('"example.com", ', '"*.example.com", ', "wildcard"),
     ('"example.com", ', '"192.0.2.1:80", ', "certificate[0].domains[0]"),
+    ('"example.com", ', '"::ffff:127.0.0.1", ', "an IPv4 address written as IPv6: write '127."),
     ('name = "www"', 'name = "www"\nca = "le"', "certificate[0].ca: no CA named 'le'"),
     ('name = "www"', 'name = "www"\nca = []', "certificate[0].ca: must name"),
     ('name = "www"', 'name = "www"\nca = ["default", "default"]', "ca[1]: 'default' is listed"),

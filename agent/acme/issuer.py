@@ -193,6 +193,11 @@ class Issuer:
                 log.warning("%s: the alternate chain %s is for another certificate; skipped",
                             cert.name, url, extra={"cert": cert.name})  # fmt: skip
                 continue
+            if not keys.chains_up(chain):
+                log.warning("%s: the alternate chain %s does not chain (each certificate signed "
+                            "by the next); skipped", cert.name, url,
+                            extra={"cert": cert.name})  # fmt: skip
+                continue
             found.append(chain)
         return found
 

@@ -48,12 +48,26 @@ def alternate_links(response: Response, url: str) -> list[str]:
     """The ``Link: rel="alternate"`` URLs of a certificate download, resolved against
     ``url``; only those on the certificate's own origin (the chains are the CA's)."""
     origin = urlsplit(url)[:2]
-    found = []
-    for link in requests.utils.parse_header_links(response.headers.get("Link", "")):
-        target = urljoin(url, link.get("url", ""))
-        if link.get("rel") == "alternate" and urlsplit(target)[:2] == origin:
+    found: list[str] = []
+    try:
+        links = requests.utils.parse_header_links(response.headers.get("Link", ""))
+    except ValueError:
+        return []  # an unreadable header: the default chain (the download stands)
+    for link in links:
+        if "alternate" not in link.get("rel", "").split():
+            continue
+        try:
+            target = urljoin(url, link.get("url", ""))
+            same = urlsplit(target)[:2] == origin
+        except ValueError:  # "https://[bad": skipped, never the download's failure
+            continue
+        if same and target not in found:
             found.append(target)
-    return found
+    return found[:MAX_ALTERNATES]
+
+
+# Alternate chains fetched at most (each is a signed request; CAs offer one or two).
+MAX_ALTERNATES = 8
 
 
 def order_state(response: Response, url: str) -> OrderState:

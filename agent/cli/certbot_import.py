@@ -199,10 +199,11 @@ def _install(
 ) -> Path:
     """The lineage's certificate in service here (installed once: a run that stopped after
     installing it finds it in service); ``ca``: the configured CA certbot used, if any."""
-    current, folder = store.current(name), store.live_folder(name)
-    if current is not None and folder is not None and current.cert == chain.cert:
-        return folder
-    return store.install(name, key_pem, chain, ca=ca)
+    with store.lock(name):  # a renewal (or another import) of it may be under way
+        current, folder = store.current(name), store.live_folder(name)
+        if current is not None and folder is not None and current.cert == chain.cert:
+            return folder
+        return store.install(name, key_pem, chain, ca=ca)
 
 
 def render(lineage: Lineage, definition: dict[str, object], mapping: Mapping) -> str:

@@ -316,7 +316,11 @@ def check_domain(value: Any, table: _Table, key: str) -> str:
     if is_ip_address(domain.strip("[]")):  # RFC 8738: validated over HTTP-01 only
         import ipaddress  # rare: not at every start
 
-        return ipaddress.ip_address(domain.strip("[]")).compressed
+        address = ipaddress.ip_address(domain.strip("[]"))
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            raise table.error(key, f"{value!r} is an IPv4 address written as IPv6: write "
+                              f"{str(address.ipv4_mapped)!r}")  # fmt: skip
+        return address.compressed
     if not domain.isascii():
         raise table.error(key, f"{value!r}: write internationalised names in xn-- (A-label) form")
     labels = domain.split(".")

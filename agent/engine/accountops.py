@@ -13,6 +13,7 @@ from ..config.types import DEFAULT_CA, AcmeConfig, Config
 from ..errors import AgentError, ConfigError, StoreError, UsageError
 from ..fleet.cluster import open_cluster
 from ..model import REVOCATION_REASONS
+from ..store import orders
 from ..store.attempts import record_revocation
 from ..store.certs import Store
 from ..store.files import write_file_atomic
@@ -137,6 +138,11 @@ def revoke(config: Config, name: str, reason: str, ca_name: str | None = None) -
                          f"{', '.join(config.cas)})")  # fmt: skip
     client = open_client(ca, store, open_cluster(config.cluster))
     client.revoke(current.cert, REVOCATION_REASONS[reason], name)
+    with store.lock(name):  # a kept order with the revoked key (reuse_key) is never resumed
+        kept = orders.load_pending(store, name)
+        if kept is not None and keys.public_key_matches(current.cert, keys.load_key_pem(
+                kept.key_pem)):  # fmt: skip
+            orders.clear_pending(store, name)
     serial = f"{current.cert.serial_number:x}"
     record_revocation(store, name, serial, datetime.now(UTC))
     log.info("%s: serial %s revoked (%s); the next run obtains a new certificate",

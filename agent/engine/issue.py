@@ -130,6 +130,8 @@ class Obtainer:
             why = "is for other names, another key type or profile"
         elif self.now - pending.placed > MAX_PENDING_AGE:
             why = f"was placed more than {MAX_PENDING_AGE.days} day ago"
+        elif _revoked_key(store, request.name, pending.key_pem):
+            why = "has the key of the revoked certificate in service (reuse_key)"
         if why is not None:
             log.info("%s: the order %s an earlier run left %s; placing a new one", request.name,
                      pending.url, why, extra={"cert": request.name})  # fmt: skip
@@ -199,6 +201,17 @@ def reused_key(store: Store, request: OrderRequest, record: CertRecord | None) -
     log.info("%s: reuse_key: not reusing the key in service (%s); ordering with a fresh key",
              name, why, extra={"cert": name})  # fmt: skip
     return request
+
+
+def _revoked_key(store: Store, name: str, key_pem: bytes) -> bool:
+    """Is ``key_pem`` the key of ``name``'s certificate in service, which was revoked?"""
+    current = store.current(name)
+    if current is None or revoked_serial(store, name) != f"{current.cert.serial_number:x}":
+        return False
+    try:
+        return keys.public_key_matches(current.cert, keys.load_key_pem(key_pem))
+    except ValueError:
+        return False
 
 
 def _newer(issued: Issued, record: CertRecord | None) -> bool:
