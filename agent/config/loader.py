@@ -320,6 +320,8 @@ def check_domain(value: Any, table: _Table, key: str) -> str:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             raise table.error(key, f"{value!r} is an IPv4 address written as IPv6: write "
                               f"{str(address.ipv4_mapped)!r}")  # fmt: skip
+        if address.is_unspecified or address.is_multicast:
+            raise table.error(key, f"{value!r} is no address a certificate can be for")
         return address.compressed
     if not domain.isascii():
         raise table.error(key, f"{value!r}: write internationalised names in xn-- (A-label) form")
@@ -327,6 +329,9 @@ def check_domain(value: Any, table: _Table, key: str) -> str:
     bare = labels[1:] if labels[0] == "*" else labels
     if len(domain) > 253 or len(bare) < 2 or not all(_LABEL_RE.match(lab) for lab in bare):
         raise table.error(key, f"{value!r} is not a valid domain name")
+    if bare[-1].isdigit() or bare[-1].startswith("0x"):  # no top-level domain is numeric
+        raise table.error(key, f"{value!r} is neither a domain name nor an IP address "
+                          "(an address: four decimal numbers, or IPv6; no wildcard)")  # fmt: skip
     return domain
 
 
