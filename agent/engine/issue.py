@@ -71,9 +71,11 @@ class Obtainer:
         if store is None:
             return self.issuer.obtain(request)
         request = reused_key(store, request, record)
-        pending = self._pending(store, request)
+        kept = orders.load_pending(store, name)  # read once: only our on_order changes it
+        elsewhere = self._kept_elsewhere(kept)
+        pending = self._pending(store, request, kept, elsewhere)
         replaces = self._replaces(store, record, replacing)
-        if pending is None and self._kept_elsewhere(store, name):
+        if elsewhere:
             self.issuer.on_order = None  # a fallback: the first CA's order stays kept
         else:
             self.issuer.on_order = lambda url, key, csr: orders.save_pending(
@@ -95,7 +97,7 @@ class Obtainer:
             dead = not (isinstance(err, CAError) and err.retryable)
             if isinstance(err, CAError) and self.issuer.issued is not None:
                 dead = False  # issued, not downloaded: the next run downloads it, no new order
-            if dead and not self._kept_elsewhere(store, name):
+            if dead and not elsewhere:
                 orders.clear_pending(store, name)  # the order is dead: the next run orders anew
             raise
         finally:
@@ -103,16 +105,18 @@ class Obtainer:
                 directory = self.client.directory_url
                 orders.remember_refusal(store, directory, self.now + REPLACES_PAUSE)
 
-    def _pending(self, store: Store, request: OrderRequest) -> PendingOrder | None:
-        """The order an earlier run left for ``request``, when it can be resumed: same CA
-        (the URL on the directory's origin), account, names, key type and profile, and
-        placed less than MAX_PENDING_AGE ago (a CA that keeps an order processing for
-        ever does not stop the renewals)."""
-        pending = orders.load_pending(store, request.name)
+    def _pending(
+        self, store: Store, request: OrderRequest, pending: PendingOrder | None, elsewhere: bool
+    ) -> PendingOrder | None:
+        """The order an earlier run left for ``request`` (``pending``, as kept), when it can
+        be resumed: same CA (the URL on the directory's origin), account, names, key type
+        and profile, and placed less than MAX_PENDING_AGE ago (a CA that keeps an order
+        processing for ever does not stop the renewals). ``elsewhere``: it is another of
+        the certificate's CAs' (:meth:`_kept_elsewhere`), and stays kept for that CA."""
         if pending is None:
             return None
         if pending.directory != self.client.directory_url:
-            if not self._kept_elsewhere(store, request.name):  # stale: of no CA of it now
+            if not elsewhere:  # stale: of no CA of it now
                 log.info("%s: the order %s an earlier run left is for a CA this certificate "
                          "no longer uses, or too old; dropped", request.name, pending.url,
                          extra={"cert": request.name})  # fmt: skip
@@ -139,9 +143,8 @@ class Obtainer:
             return None
         return pending
 
-    def _kept_elsewhere(self, store: Store, name: str) -> bool:
-        """Is an order kept for ``name`` at another of its CAs, young enough to resume?"""
-        kept = orders.load_pending(store, name)
+    def _kept_elsewhere(self, kept: PendingOrder | None) -> bool:
+        """Is ``kept`` an order of another of the certificate's CAs, young enough to resume?"""
         return (
             kept is not None
             and kept.directory != self.client.directory_url
