@@ -165,13 +165,3 @@ def usable_cas(cert: CertificateConfig, cas: Mapping[str, AcmeConfig]) -> list[A
     """The CAs ``cert`` is ordered from, in its fallback order: those it names that
     accept its key type (those that do not are skipped)."""
     return [cas[name] for name in cert.ca if name in cas and accepts(cas[name], cert.key_type)]
-
-
-def issuer_of(
-    cert: CertificateConfig, cas: Mapping[str, AcmeConfig], recorded: str | None
-) -> AcmeConfig | None:
-    """The configured CA that issued ``cert``'s certificate in service, by the name its
-    facts record (``recorded``; None, from a version with one CA, is "default"); None when
-    that is not known ("") or names a CA no longer configured: its renewal information,
-    account and revocation belong to that CA, never to another one guessed."""
-    return cas.get(DEFAULT_CA if recorded is None else recorded)

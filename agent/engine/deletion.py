@@ -21,6 +21,7 @@ from ..model import REVOCATION_REASONS, CertRecord
 from ..store.certs import Store
 from ..store.removal import Found, remove, state_of, stored_names
 from .accounts import stored_client
+from .issuing import issued_by, issuing_ca
 
 log = logging.getLogger(__name__)
 CERTBOT_LIVE = Path("/etc/letsencrypt/live")  # certbot's default, for links not recorded
@@ -136,11 +137,10 @@ def revoking_ca(
         if chosen is None:
             raise UsageError(f"delete --ca {ca}: no CA named {ca!r} (configured: {configured})")
         return chosen
-    recorded = DEFAULT_CA if record is None or record.ca is None else record.ca
-    chosen = config.ca(recorded) if recorded else None
-    if chosen is None and record is not None and record.account:
-        chosen = next((c for c in config.cas.values() if _account_uri(store, c) == record.account),
-                      None)  # fmt: skip
+    if record is None:  # facts unreadable: as from a version with one CA
+        chosen, recorded = config.ca(DEFAULT_CA), DEFAULT_CA
+    else:  # no longer configured: no certificate definition to take its only CA from
+        chosen, recorded = issuing_ca(config.cas, store, None, record), issued_by(record)
     if chosen is not None:
         return chosen
     why = "the CA that issued it is not recorded"
@@ -157,11 +157,3 @@ def _count_versions(store: Store, name: str) -> int:
         return len(store.versions(name))
     except OSError:  # unreadable: removing it says what is wrong
         return 0
-
-
-def _account_uri(store: Store, ca: AcmeConfig) -> str | None:
-    try:
-        stored = store.load_account(ca.directory)
-    except AgentError:  # unreadable: not the one
-        return None
-    return stored.uri if stored is not None else None

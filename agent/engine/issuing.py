@@ -6,28 +6,37 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from ..config.cas import issuer_of, usable_cas
-from ..config.types import AcmeConfig, CertificateConfig
+from ..config.cas import usable_cas
+from ..config.types import DEFAULT_CA, AcmeConfig, CertificateConfig
 from ..errors import AgentError
 from ..model import CertRecord
 from ..store.certs import Store
 
 
+def issued_by(record: CertRecord) -> str:
+    """The name of the CA its facts say issued ``record`` ("default" for a version with one
+    CA; "": not known, e.g. installed from the fleet or imported)."""
+    return DEFAULT_CA if record.ca is None else record.ca
+
+
 def issuing_ca(
-    cas: Mapping[str, AcmeConfig], store: Store, cert: CertificateConfig, record: CertRecord
-) -> AcmeConfig | None:
+    cas: Mapping[str, AcmeConfig], store: Store, cert: CertificateConfig | None,
+    record: CertRecord,
+) -> AcmeConfig | None:  # fmt: skip
     """The configured CA that issued ``record``: the one its facts name; else the one whose
-    stored account ordered it (the facts' account URL); else, when the certificate has one
-    CA only, that one (an import from it, a fleet record of an older host: what a version
-    with one CA did); None otherwise (nothing is asked of a CA that may not know it)."""
-    found = issuer_of(cert, cas, record.ca)
+    stored account ordered it (the facts' account URL); else, when the certificate (``cert``;
+    None: no longer configured) has one CA only, that one (an import from it, a fleet record
+    of an older host: what a version with one CA did); None otherwise (nothing is asked of a
+    CA that may not know it: its renewal information, account and revocation belong to that
+    CA, never to another one guessed)."""
+    found = cas.get(issued_by(record))
     if found is not None:
         return found
     if record.account:
         for ca in cas.values():
             if _account_uri(store, ca.directory) == record.account:
                 return ca
-    usable = usable_cas(cert, cas)
+    usable = usable_cas(cert, cas) if cert is not None else []
     return usable[0] if len(usable) == 1 and not record.ca else None
 
 

@@ -23,6 +23,7 @@ from prometheus_client import (
 from ..errors import ConfigError
 from ..model import Status
 from ..store.files import write_file_atomic
+from .issuing import issued_by
 
 if TYPE_CHECKING:
     from ..config.types import Config
@@ -152,7 +153,7 @@ class Metrics:
         """One certificate's gauges from its record and the daemon's schedule (``ok``: the
         last attempt succeeded; None: nothing attempted yet)."""
         if ca is None and record is not None:  # ``ca``: the issuing CA, when the caller knows
-            ca = "default" if record.ca is None else record.ca
+            ca = issued_by(record)
         labels = self._labels(name, ca)
         if record is not None:
             self.expiry.labels(*labels).set(record.not_after.timestamp())

@@ -7,14 +7,14 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from ..config.types import DEFAULT_CA, CertificateConfig, Config
+from ..config.types import CertificateConfig, Config
 from ..model import CertRecord, CertStatus
 from ..policy.check import human
 from ..store.attempts import load_attempt
 from ..store.certs import Store
 from ..store.integrity import inspect
 from ..store.removal import stored_names
-from .issuing import issuing_ca
+from .issuing import issued_by, issuing_ca
 from .plan import Planner
 
 
@@ -121,12 +121,6 @@ def _status(
         damaged=damaged,
         ca=issued_by(c),
     )
-
-
-def issued_by(record: CertRecord) -> str:
-    """The name of the CA that issued ``record`` ("default" for a version with one CA;
-    "": not known, e.g. installed from the fleet or imported)."""
-    return DEFAULT_CA if record.ca is None else record.ca
 
 
 def table(statuses: list[CertStatus]) -> str:
