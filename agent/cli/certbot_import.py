@@ -28,7 +28,14 @@ from ..store.certs import Store
 from ..store.files import write_file_atomic
 from ..store.removal import state_of
 from .certbot_account import import_account
-from .certbot_lineage import Lineage, Mapping, lineage_confs, map_lineage, parse_renewal_conf
+from .certbot_lineage import (
+    Lineage,
+    Mapping,
+    lineage_confs,
+    map_lineage,
+    parse_renewal_conf,
+    toml_value,
+)
 from .certbot_web import find_references, link_lineage, scan_folders
 
 _NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
@@ -209,18 +216,11 @@ def _install(
 def render(lineage: Lineage, definition: dict[str, object], mapping: Mapping) -> str:
     lines = [lineage.header]
     items = {**definition, **mapping.keys}
-    lines += [f"{key} = {_toml(value)}" for key, value in items.items()]
+    lines += [f"{key} = {toml_value(value)}" for key, value in items.items()]
     if mapping.deploy:
         lines += ["", "[deploy]"]
-        lines += [f"{key} = {_toml(value)}" for key, value in mapping.deploy.items()]
+        lines += [f"{key} = {toml_value(value)}" for key, value in mapping.deploy.items()]
     return "\n".join(lines) + "\n"
-
-
-def _toml(value: object) -> str:
-    """A TOML value: JSON's strings, lists and booleans are TOML's, once characters
-    outside the BMP are written as themselves (JSON's surrogate pairs are no TOML) and
-    DEL escaped (TOML allows no control character in a basic string)."""
-    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _accounts(done: list[Lineage], config: Config) -> int:

@@ -4,6 +4,7 @@ setting that cannot be kept exactly (and what to do about it)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -207,7 +208,7 @@ def _map_run_hooks(lineage: Lineage, config: Config, out: Mapping) -> None:
         wanted = shell_hook(commands)
         if configured is not None and list(configured) == wanted:
             continue
-        toml = "[" + ", ".join(f'"{_toml_escape(a)}"' for a in wanted) + "]"
+        toml = toml_value(wanted)
         where = f"[hooks] of {config.path}"
         if configured is None:
             out.notes.append(f"certbot's {kind} hook runs once per run here: add {kind} = "
@@ -217,8 +218,11 @@ def _map_run_hooks(lineage: Lineage, config: Config, out: Mapping) -> None:
                              f"{list(configured)}; make that command also run {toml}")  # fmt: skip
 
 
-def _toml_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def toml_value(value: object) -> str:
+    """A TOML value: JSON's strings, lists and booleans are TOML's, once characters
+    outside the BMP are written as themselves (JSON's surrogate pairs are no TOML) and
+    DEL escaped (TOML allows no control character in a basic string)."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _map_validation(values: dict[str, str], config: Config, out: Mapping) -> None:
