@@ -192,11 +192,7 @@ def check_issued(chain: IssuedChain, key: PrivateKey, domains: tuple[str, ...], 
     if not public_key_matches(chain.cert, key):
         raise IssuanceError(f"{where}: the CA returned a certificate for another key; not used")
     got, want = cert_names(chain.cert), {normal_name(d) for d in domains}
-    try:
-        san = chain.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        ip_as_dns = [n for n in san.get_values_for_type(x509.DNSName) if ip_address_of(n)]
-    except x509.ExtensionNotFound:
-        ip_as_dns = []
+    ip_as_dns = sorted(n for n in dns_names(chain.cert) if ip_address_of(n))
     if ip_as_dns:  # a client connecting to the address would not accept it
         raise IssuanceError(f"{where}: the CA returned a certificate naming {ip_as_dns[0]!r} as a "
                             "DNS name, not an IP address; not used")  # fmt: skip
